@@ -1,0 +1,304 @@
+"""The ``napari-unet`` command: train, predict, evaluate, demo.
+
+Exit code 0 on success; otherwise non-zero with a one-line reason on stderr (no traceback unless
+``--debug``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .errors import UserError
+
+IMAGE_SUFFIXES = (".tif", ".tiff", ".npy", ".zarr")
+
+
+# --------------------------------------------------------------------------- file helpers
+def read_array(path, what: str = "image"):
+    """Read a TIFF, .npy or .zarr file; zarr stays lazy (read tile by tile)."""
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"The {what} file '{p}' does not exist; check the path.")
+    suffix = p.suffix.lower()
+    try:
+        if suffix in (".tif", ".tiff"):
+            import tifffile
+
+            return tifffile.imread(p)
+        if suffix == ".npy":
+            return np.load(p, allow_pickle=False)
+        if suffix == ".zarr":
+            import zarr
+
+            return zarr.open(str(p), mode="r")
+    except (ValueError, OSError, KeyError) as e:
+        raise UserError(f"Cannot read the {what} file '{p}' ({e}); is it a valid {suffix} file?") from None
+    raise UserError(f"The {what} file '{p}' has an unsupported type; use one of {', '.join(IMAGE_SUFFIXES)}.")
+
+
+def check_output_file(path) -> Path:
+    """Fail before any work when ``path`` cannot be written."""
+    p = Path(path)
+    if p.suffix.lower() not in (".tif", ".tiff", ".npy"):
+        raise UserError(f"Output '{p}' must end in .tif, .tiff or .npy.")
+    parent = p.parent if str(p.parent) else Path(".")
+    if not parent.is_dir():
+        raise UserError(f"The folder of the output '{p}' does not exist; create it first.")
+    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise UserError(f"Cannot write '{p}': permission denied; choose a writable location.")
+    if p.is_dir():
+        raise UserError(f"Output '{p}' is a folder; give a file name.")
+    return p
+
+
+def write_array(path: Path, data: np.ndarray) -> None:
+    """Write atomically: a temporary file in the same folder, then rename."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        if path.suffix.lower() == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, data)
+        else:
+            import tifffile
+
+            tifffile.imwrite(tmp, data, compression="zlib")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+# --------------------------------------------------------------------------- commands
+def _progress_printer(total_steps, time_budget):
+    from tqdm import tqdm
+
+    from .core.training import Notice, Progress, Started, Validation
+
+    by_steps = total_steps is not None and (time_budget is None)
+    bar = tqdm(total=total_steps if by_steps else time_budget, unit="step" if by_steps else "s",
+               file=sys.stderr, dynamic_ncols=True, mininterval=0.5, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} {postfix}")
+    state = {"val": ""}
+
+    def on_event(ev):
+        if isinstance(ev, Started):
+            bar.write(f"training on {ev.device}: patch {ev.patch_size}, batch {ev.batch_size}, "
+                      f"{ev.n_train_samples} image(s)/plane(s), {ev.n_val_regions} held-out region(s)"
+                      + (", continuing from the given model" if ev.warm_start else ""), file=sys.stderr)
+        elif isinstance(ev, Progress):
+            bar.n = ev.step if by_steps else min(ev.elapsed, time_budget)
+            bar.set_postfix_str(f"step {ev.step} loss {ev.loss:.4f}{state['val']}", refresh=False)
+            bar.update(0)  # redraws at most every mininterval
+        elif isinstance(ev, Validation):
+            state["val"] = f" val-IoU {ev.iou:.3f}"
+        elif isinstance(ev, Notice):
+            bar.write(ev.message, file=sys.stderr)
+
+    return bar, on_event
+
+
+def cmd_train(args) -> int:
+    from .config import ModelConfig, TrainConfig
+    from .core.training import train_blocking
+
+    if len(args.image) != len(args.labels):
+        raise UserError(f"Give one --labels per --image (got {len(args.image)} image(s) and "
+                        f"{len(args.labels)} label file(s)).")
+    tc_kwargs = dict(seed=args.seed, device=args.device)
+    if args.steps is not None or args.time_budget is not None:
+        tc_kwargs.update(steps=args.steps, time_budget=args.time_budget)
+    if args.patch_size:
+        tc_kwargs["patch_size"] = tuple(args.patch_size)
+    if args.batch_size:
+        tc_kwargs["batch_size"] = args.batch_size
+    tc = TrainConfig(**tc_kwargs)
+    mc = None
+    if args.ndim != 2 or args.width or args.depth:
+        from .config import default_presets
+        from .core.device import get_device
+
+        arch = default_presets(args.ndim, get_device(args.device).type)[0]
+        arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth)) if v})
+        mc = ModelConfig(ndim=args.ndim, **arch)
+    images = [read_array(p) for p in args.image]
+    labels = [np.asarray(read_array(p, "labels")) for p in args.labels]
+    bar, on_event = _progress_printer(tc.steps, tc.time_budget)
+    try:
+        result = train_blocking(images, labels, model_config=mc, train_config=tc, init=args.init,
+                                channel_axis=args.channel_axis, from_instances=args.from_instances, out=args.out,
+                                on_event=on_event)
+    finally:
+        bar.close()
+    print(f"saved model to {args.out}: {result.steps} steps in {result.seconds:.1f} s on {result.device}; "
+          f"kept {result.kept}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .config import PredictConfig
+    from .core.checkpoint import load_model
+    from .core.inference import predict_iter, to_labels
+    from .core.util import drain
+
+    out = check_output_file(args.out)
+    labels_out = check_output_file(args.labels_out) if args.labels_out else None
+    model = load_model(args.model, args.device)
+    image = read_array(args.image)
+    cfg = PredictConfig(device=args.device, overlap=args.overlap,
+                        tile_size=tuple(args.tile_size) if args.tile_size else None)
+    from tqdm import tqdm
+
+    t0 = time.perf_counter()
+    with tqdm(total=1, unit="tile", file=sys.stderr, dynamic_ncols=True, mininterval=0.5) as bar:
+        def on_event(ev):
+            bar.total, bar.n = ev.total, ev.done
+            bar.update(0)
+
+        probs = drain(predict_iter(model, image, channel_axis=args.channel_axis, config=cfg), on_event)
+    write_array(out, probs)
+    msg = f"wrote probabilities {probs.shape} to {out}"
+    if labels_out:
+        write_array(labels_out, to_labels(probs))
+        msg += f" and labels to {labels_out}"
+    print(f"{msg} ({time.perf_counter() - t0:.1f} s)")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from .core.checkpoint import load_model
+    from .core.data import check_labels, instances_to_classes
+    from .core.inference import predict, to_labels
+    from .core.metrics import iou_per_class
+
+    model = load_model(args.model, args.device)
+    truth = check_labels(read_array(args.truth, "ground truth"), "ground truth")
+    if args.truth_instances:
+        truth = instances_to_classes(truth)
+    pred = to_labels(predict(model, read_array(args.image), channel_axis=args.channel_axis))
+    if pred.shape != truth.shape:
+        raise UserError(f"Ground truth shape {truth.shape} differs from the image's spatial shape {pred.shape}.")
+    for name, value in zip(model.config.class_names[1:], iou_per_class(pred, truth, model.config.n_classes)):
+        print(f"IoU {name}: {value:.4f}")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    if not args.headless:
+        from .widgets.launch import launch_demo
+
+        launch_demo()
+        return 0
+    from .config import TrainConfig
+    from .core.inference import predict, to_labels
+    from .core.metrics import iou_per_class
+    from .core.synthetic import demo_pair, make_nuclei
+    from .core.training import train_blocking
+
+    image, ann, _ = demo_pair(2, seed=0)
+    test = make_nuclei(image.shape, seed=100)
+    print(f"demo: synthetic nuclei {image.shape}, {int((ann > 0).sum())} annotated pixels (sparse strokes); "
+          f"training for {args.time_budget:g} s", file=sys.stderr)
+    tc = TrainConfig(time_budget=args.time_budget, device=args.device, seed=args.seed)
+    bar, on_event = _progress_printer(None, tc.time_budget)
+    try:
+        result = train_blocking(image, ann, train_config=tc, out=args.out, on_event=on_event)
+    finally:
+        bar.close()
+    t0 = time.perf_counter()
+    pred = to_labels(predict(result.model, test.image))
+    t_pred = time.perf_counter() - t0
+    iou = iou_per_class(pred, test.semantic, 2)[0]
+    print(f"held-out IoU {iou:.3f} after {result.seconds:.1f} s of training ({result.steps} steps on "
+          f"{result.device}); prediction of {test.image.shape} took {t_pred:.2f} s")
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    from .core.device import DEVICE_CHOICES
+
+    p = argparse.ArgumentParser(prog="napari-unet", description="Train and apply U-Nets on microscopy images. "
+                                "Labels: 0 = not annotated, 1 = background, 2.. = object classes.")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp):
+        sp.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+        sp.add_argument("--channel-axis", type=int, default=None, help="axis of the image holding channels")
+
+    t = sub.add_parser("train", help="train a model on images and annotations")
+    t.add_argument("--image", action="append", required=True, help="image file (repeat for several)")
+    t.add_argument("--labels", action="append", required=True, help="annotation file, one per --image")
+    t.add_argument("--out", required=True, help="model folder to write (autosaved during training)")
+    t.add_argument("--time-budget", type=float, default=None, help="seconds of training (default 60)")
+    t.add_argument("--steps", type=int, default=None, help="number of training steps")
+    t.add_argument("--ndim", type=int, choices=(2, 3), default=2, help="2D (plane by plane) or 3D model")
+    t.add_argument("--init", default=None, help="model folder to continue training from")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--from-instances", action="store_true",
+                   help="labels are instance/binary masks (0 background, >0 objects), fully annotated")
+    t.add_argument("--patch-size", type=int, nargs="+", default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--width", type=int, default=None)
+    t.add_argument("--depth", type=int, default=None)
+    common(t)
+    t.set_defaults(func=cmd_train)
+
+    pr = sub.add_parser("predict", help="predict probabilities (and labels) for an image")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--image", required=True)
+    pr.add_argument("--out", required=True, help="probabilities (n_classes, *spatial) as .tif or .npy")
+    pr.add_argument("--labels-out", default=None, help="argmax labels (1 = background, 2.. classes)")
+    pr.add_argument("--tile-size", type=int, nargs="+", default=None)
+    pr.add_argument("--overlap", type=float, default=0.25)
+    common(pr)
+    pr.set_defaults(func=cmd_predict)
+
+    ev = sub.add_parser("evaluate", help="IoU of a model's prediction against ground truth")
+    ev.add_argument("--model", required=True)
+    ev.add_argument("--image", required=True)
+    ev.add_argument("--truth", required=True)
+    ev.add_argument("--truth-instances", action="store_true", help="truth is an instance mask")
+    common(ev)
+    ev.set_defaults(func=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="train on built-in synthetic nuclei (opens napari unless --headless)")
+    d.add_argument("--headless", action="store_true", help="no GUI: train, predict, print IoU and seconds")
+    d.add_argument("--time-budget", type=float, default=30.0)
+    d.add_argument("--out", default=None, help="also save the model folder here")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    d.set_defaults(func=cmd_demo)
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args)
+    except UserError as e:
+        print(f"napari-unet: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("napari-unet: interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001 - one line, not a traceback, unless --debug
+        if args.debug:
+            raise
+        msg = str(e).splitlines()[0] if str(e) else ""
+        print(f"napari-unet: unexpected error: {type(e).__name__}: {msg} (rerun with --debug for details)",
+              file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

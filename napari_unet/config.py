@@ -1,0 +1,163 @@
+"""Frozen configuration dataclasses shared by the API, the CLI and the widgets.
+
+Each class converts to and from a plain dict (JSON) and validates itself on construction, so a
+config read from a model folder is checked the same way as one built in code.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import UserError
+
+NORMS = ("batch", "group", "instance", "none")
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise UserError(msg)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+class _DictMixin:
+    @classmethod
+    def from_dict(cls, d: dict):
+        if not isinstance(d, dict):
+            raise UserError(f"{cls.__name__} must be a JSON object, got {type(d).__name__}.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        _check(not unknown, f"{cls.__name__}: unknown field(s) {sorted(unknown)}.")
+        kwargs = {}
+        for k, v in d.items():
+            kwargs[k] = tuple(v) if isinstance(v, list) else v
+        try:
+            return cls(**kwargs)
+        except TypeError as e:  # wrong field combination
+            raise UserError(f"{cls.__name__}: {e}") from None
+
+    def to_dict(self) -> dict:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    def replace(self, **changes):
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True)
+class ModelConfig(_DictMixin):
+    """Architecture and the meaning of the model's inputs and outputs."""
+
+    ndim: int = 2  # 2: YX planes (stacks plane by plane); 3: ZYX volumes
+    in_channels: int = 1
+    class_names: tuple[str, ...] = ("background", "object")  # channel c = label value c+1
+    depth: int = 3
+    width: int = 16
+    norm: str = "batch"
+    # percentile normalisation, applied per image and channel
+    norm_low: float = 1.0
+    norm_high: float = 99.8
+
+    def __post_init__(self):
+        _check(self.ndim in (2, 3), f"ndim must be 2 or 3, got {self.ndim!r}.")
+        _check(_is_int(self.in_channels) and 1 <= self.in_channels <= 64,
+               f"in_channels must be an integer in 1..64, got {self.in_channels!r}.")
+        _check(isinstance(self.class_names, tuple) and 2 <= len(self.class_names) <= 255
+               and all(isinstance(c, str) and 0 < len(c) <= 100 for c in self.class_names),
+               "class_names must list 2..255 non-empty names (background first).")
+        _check(_is_int(self.depth) and 1 <= self.depth <= 6, f"depth must be in 1..6, got {self.depth!r}.")
+        _check(_is_int(self.width) and 1 <= self.width <= 256, f"width must be in 1..256, got {self.width!r}.")
+        _check(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}.")
+        _check(_is_num(self.norm_low) and _is_num(self.norm_high) and 0 <= self.norm_low < self.norm_high <= 100,
+               "norm_low/norm_high must be percentiles with 0 <= low < high <= 100.")
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def size_multiple(self) -> int:
+        return 2 ** self.depth
+
+
+@dataclass(frozen=True)
+class TrainConfig(_DictMixin):
+    """How to train. ``steps`` and ``time_budget`` both stop training; whichever comes first."""
+
+    steps: int | None = None
+    time_budget: float | None = 60.0
+    patch_size: tuple[int, ...] | None = None  # None: the preset for the device and dimensionality
+    batch_size: int | None = None  # None: the preset
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    seed: int = 0
+    device: str = "auto"
+    augment: bool = True
+    amp: bool = True  # used on CUDA only
+    val_fraction: float = 0.15
+    validate_every: int = 25  # steps
+    annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
+    autosave_every: float = 30.0  # seconds, when an output folder is given
+    threads: int | None = None  # torch CPU threads; None leaves torch's setting
+
+    def __post_init__(self):
+        _check(self.steps is None or (_is_int(self.steps) and self.steps >= 1),
+               f"steps must be a positive integer, got {self.steps!r}.")
+        _check(self.time_budget is None or (_is_num(self.time_budget) and self.time_budget > 0),
+               f"time budget must be a positive number of seconds, got {self.time_budget!r}.")
+        _check(self.steps is not None or self.time_budget is not None,
+               "Give a number of steps or a time budget, or training would never end.")
+        _check(self.patch_size is None or isinstance(self.patch_size, tuple) and len(self.patch_size) in (2, 3)
+               and all(_is_int(p) and 8 <= p <= 4096 for p in self.patch_size),
+               f"patch_size must be 2 or 3 integers in 8..4096, got {self.patch_size!r}.")
+        _check(self.batch_size is None or _is_int(self.batch_size) and 1 <= self.batch_size <= 1024,
+               f"batch_size must be in 1..1024, got {self.batch_size!r}.")
+        _check(_is_num(self.lr) and 0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr!r}.")
+        _check(_is_int(self.seed), f"seed must be an integer, got {self.seed!r}.")
+        _check(0 <= self.val_fraction < 0.9, "val_fraction must be in [0, 0.9).")
+        _check(_is_int(self.validate_every) and self.validate_every >= 1, "validate_every must be >= 1.")
+        _check(0 <= self.annotated_fraction <= 1, "annotated_fraction must be in [0, 1].")
+        _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1), "threads must be >= 1.")
+
+
+@dataclass(frozen=True)
+class PredictConfig(_DictMixin):
+    """How to predict: tile size (None = automatic), overlap between tiles, device."""
+
+    tile_size: tuple[int, ...] | None = None
+    overlap: float = 0.25
+    batch_size: int = 1
+    device: str = "auto"
+    amp: bool = True
+
+    def __post_init__(self):
+        _check(self.tile_size is None or (isinstance(self.tile_size, tuple) and len(self.tile_size) in (2, 3)
+               and all(_is_int(t) and 8 <= t <= 8192 for t in self.tile_size)),
+               f"tile_size must be 2 or 3 integers in 8..8192, got {self.tile_size!r}.")
+        _check(_is_num(self.overlap) and 0 <= self.overlap < 0.9, "overlap must be in [0, 0.9).")
+        _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be >= 1.")
+
+
+def default_presets(ndim: int, device_type: str) -> tuple[dict, dict]:
+    """Default (model, train) settings for a dimensionality and device type.
+
+    Small and fast on CPU, wider with AMP on CUDA. Benchmarks in ``benchmarks/`` back these.
+    """
+    if device_type == "cuda":
+        model = dict(depth=4, width=32)
+        train = dict(patch_size=(256, 256) if ndim == 2 else (64, 64, 64), batch_size=8 if ndim == 2 else 2)
+    else:
+        model = dict(depth=3, width=16 if ndim == 2 else 8)
+        train = dict(patch_size=(128, 128) if ndim == 2 else (32, 64, 64), batch_size=4 if ndim == 2 else 2)
+    return model, train
+
+
+__all__ = ["ModelConfig", "TrainConfig", "PredictConfig", "default_presets", "NORMS"]

@@ -1,0 +1,195 @@
+"""Model folders: ``model.safetensors`` (weights) + ``config.json`` (everything else).
+
+Nothing that loads a model executes code from the folder: weights are read with safetensors (no
+pickle, no ``torch.load``) and the JSON is validated (types, ranges, sizes) before use. Writes are
+atomic: each file goes to a temporary file in the same folder, is fsynced, then ``os.replace``d.
+``config.json`` records the SHA-256 of the weights it belongs to, so a folder whose two files do
+not belong together is refused instead of silently loaded.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from ..config import ModelConfig
+from ..errors import UserError
+from .model import UNet
+
+FORMAT = "napari-unet-loop"
+FORMAT_VERSION = 1
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+MAX_CONFIG_BYTES = 5_000_000
+MAX_HISTORY = 100_000
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
+
+
+@dataclass
+class Model:
+    """A network with what it needs to be used: architecture, classes, normalisation, history."""
+
+    net: UNet
+    config: ModelConfig
+    patch_size: tuple[int, ...] = ()
+    history: list[dict] = field(default_factory=list)
+    meta: dict = field(default_factory=dict)
+
+    @classmethod
+    def new(cls, config: ModelConfig, seed: int | None = None) -> Model:
+        if seed is not None:
+            torch.manual_seed(seed)
+        return cls(net=UNet(config), config=config)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.net.parameters()).device
+
+    def save(self, folder) -> Path:
+        return save_model(self, folder)
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+def check_writable_folder(folder) -> Path:
+    """Create ``folder`` if needed and check we can write there; UserError otherwise."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"Model output '{folder}' is a file, not a folder; choose a folder path.")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"Cannot create model folder '{folder}': {e.strerror}; choose a writable location.") from None
+    if not os.access(folder, os.W_OK):
+        raise UserError(f"Model folder '{folder}' is not writable; choose a writable location.")
+    return folder
+
+
+def save_model(model: Model, folder, state: dict | None = None) -> Path:
+    """Write the model folder atomically (weights first, then the config that names their hash).
+
+    ``state`` overrides the network's current weights (e.g. the best weights seen in training).
+    """
+    folder = check_writable_folder(folder)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in (state or model.net.state_dict()).items()}
+    blob = save(state, metadata={"format": FORMAT})
+    info = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "package_version": _version(),
+        "saved": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "model": model.config.to_dict(),
+        "patch_size": list(model.patch_size),
+        "history": model.history[-MAX_HISTORY:],
+        "meta": model.meta,
+        "weights_sha256": hashlib.sha256(blob).hexdigest(),
+    }
+    try:
+        _atomic_write(folder / WEIGHTS, blob)
+        _atomic_write(folder / CONFIG, json.dumps(info, indent=1).encode())
+    except OSError as e:
+        raise UserError(f"Could not write the model to '{folder}': {e.strerror}; check the space and "
+                        "permissions there.") from None
+    return folder
+
+
+def _read_config(folder: Path) -> dict:
+    path = folder / CONFIG
+    if not path.is_file():
+        raise UserError(f"'{folder}' is not a model folder: {CONFIG} is missing. Choose a folder written by "
+                        "napari-unet (it holds model.safetensors and config.json).")
+    if path.stat().st_size > MAX_CONFIG_BYTES:
+        raise UserError(f"{path} is larger than {MAX_CONFIG_BYTES // 1_000_000} MB; it is not a napari-unet "
+                        "model config.")
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); the model folder is corrupt, save the model again.") from None
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
+        raise UserError(f"{path} is not a napari-unet model config (format field missing or foreign).")
+    ver = info.get("format_version")
+    if not isinstance(ver, int) or isinstance(ver, bool) or ver < 1:
+        raise UserError(f"{path}: format_version must be a positive integer.")
+    if ver > FORMAT_VERSION:
+        raise UserError(f"{path} was written by a newer napari-unet (format {ver}); update napari-unet-loop.")
+    for key, kind in (("patch_size", list), ("history", list), ("meta", dict), ("weights_sha256", str)):
+        if not isinstance(info.get(key), kind):
+            raise UserError(f"{path}: field '{key}' is missing or not a {kind.__name__}.")
+    if len(info["history"]) > MAX_HISTORY or not all(isinstance(h, dict) for h in info["history"]):
+        raise UserError(f"{path}: 'history' must be a list of at most {MAX_HISTORY} objects.")
+    ps = info["patch_size"]
+    if not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 4096 for p in ps) or len(ps) > 3:
+        raise UserError(f"{path}: 'patch_size' must be up to 3 integers in 1..4096.")
+    return info
+
+
+def load_model(folder, device: str | torch.device = "cpu") -> Model:
+    """Load and validate a model folder. Never unpickles; raises UserError with the fix on problems."""
+    from .device import get_device
+
+    folder = Path(folder)
+    if not folder.exists():
+        raise UserError(f"Model folder '{folder}' does not exist; check the path.")
+    if not folder.is_dir():
+        raise UserError(f"'{folder}' is a file; give the model folder (holding model.safetensors and config.json).")
+    info = _read_config(folder)
+    config = ModelConfig.from_dict(info["model"])
+    wpath = folder / WEIGHTS
+    if not wpath.is_file():
+        raise UserError(f"'{folder}' has no {WEIGHTS}; the model folder is incomplete, save the model again.")
+    blob = wpath.read_bytes()
+    if hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
+        raise UserError(f"{wpath} does not match {CONFIG} (different checksum); the folder is corrupt or "
+                        "was edited by hand. Save the model again.")
+    try:
+        state = load_file(str(wpath))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise UserError(f"{wpath} is not a valid safetensors file ({e}); save the model again.") from None
+    net = UNet(config)
+    expected = net.state_dict()
+    if set(state) != set(expected):
+        raise UserError(f"{wpath} holds weights for a different architecture than {CONFIG} describes.")
+    for k, v in state.items():
+        if v.shape != expected[k].shape or v.dtype != expected[k].dtype:
+            raise UserError(f"{wpath}: tensor '{k}' has shape {tuple(v.shape)}/{v.dtype}, expected "
+                            f"{tuple(expected[k].shape)}/{expected[k].dtype}.")
+    net.load_state_dict(state)
+    net.to(get_device(device)).eval()
+    return Model(net=net, config=config, patch_size=tuple(info["patch_size"]), history=info["history"],
+                 meta=info["meta"])

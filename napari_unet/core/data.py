@@ -1,0 +1,322 @@
+"""Images, labels and patches: normalisation, the label convention, sampling and augmentation.
+
+Label convention (everywhere): 0 = not annotated (ignored by the loss), 1 = background,
+2..K+1 = object classes. Instance masks from other tools (0 = background, each object its own id)
+become this convention with :func:`instances_to_classes`: 0 -> 1 (background), any id > 0 -> 2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import UserError
+
+MAX_PERCENTILE_SAMPLES = 2_000_000
+CLIP = 10.0  # normalised values are clipped to [-CLIP, CLIP]; protects against huge outliers
+
+
+# --------------------------------------------------------------------------- image access
+class ImageView:
+    """Channels-first access to an array-like (numpy, dask, zarr) without loading it whole.
+
+    ``channel_axis`` names the channel axis of ``array`` (None: a single channel).
+    """
+
+    def __init__(self, array, channel_axis: int | None = None):
+        if not hasattr(array, "shape") or not hasattr(array, "__getitem__"):
+            array = np.asarray(array)
+        shape = tuple(int(s) for s in array.shape)
+        dtype = np.dtype(getattr(array, "dtype", np.float32))
+        if dtype.kind not in "biuf":
+            raise UserError(f"Image data type {dtype} is not numeric; convert the image to integers or floats.")
+        if channel_axis is not None:
+            if not -len(shape) <= channel_axis < len(shape):
+                raise UserError(f"Channel axis {channel_axis} does not exist in an image of shape {shape}.")
+            channel_axis %= len(shape)
+        self.array = array
+        self.channel_axis = channel_axis
+        self.n_channels = 1 if channel_axis is None else shape[channel_axis]
+        self.spatial_shape = tuple(s for i, s in enumerate(shape) if i != channel_axis)
+        if len(self.spatial_shape) < 2:
+            raise UserError(f"Image of shape {shape} has fewer than 2 spatial axes; a 2D or 3D image is needed.")
+        if any(s == 0 for s in self.spatial_shape):
+            raise UserError(f"Image of shape {shape} is empty.")
+
+    def read(self, index: tuple) -> np.ndarray:
+        """Read ``index`` (a tuple of ints/slices over the spatial axes) as float32 (C, ...)."""
+        if self.channel_axis is None:
+            block = np.asarray(self.array[index])[None]
+        else:
+            full = list(index)
+            full.insert(self.channel_axis, slice(None))
+            block = np.asarray(self.array[tuple(full)])
+            # the channel axis moved left by the number of integer indices before it
+            ch = self.channel_axis - sum(isinstance(i, (int, np.integer)) for i in index[: self.channel_axis])
+            block = np.moveaxis(block, ch, 0)
+        return block.astype(np.float32, copy=False)
+
+
+def compute_percentiles(view: ImageView, low: float, high: float) -> np.ndarray:
+    """Per-channel (low, high) percentiles of the finite values, from a strided subsample.
+
+    Returns an array of shape (C, 2). Raises UserError when the image has no finite value.
+    """
+    n = int(np.prod(view.spatial_shape))
+    stride = max(1, int(np.ceil((n / MAX_PERCENTILE_SAMPLES) ** (1 / len(view.spatial_shape)))))
+    sub = view.read(tuple(slice(None, None, stride) for _ in view.spatial_shape))
+    out = np.zeros((view.n_channels, 2), np.float64)
+    for c in range(view.n_channels):
+        vals = sub[c][np.isfinite(sub[c])]
+        if vals.size == 0:
+            raise UserError("The image holds no finite value (all NaN or inf); check the image file.")
+        out[c] = np.percentile(vals.astype(np.float64), [low, high])
+    return out
+
+
+def normalize(block: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
+    """Map percentiles (C, 2) to 0..1 per channel; NaN becomes 0, infinities and outliers are clipped."""
+    lo = percentiles[:, 0].reshape((-1,) + (1,) * (block.ndim - 1))
+    hi = percentiles[:, 1].reshape(lo.shape)
+    scale = np.where(hi - lo > 1e-12, hi - lo, 1.0)  # a constant image maps to 0, not to NaN
+    with np.errstate(invalid="ignore", over="ignore"):
+        out = ((block - lo) / scale).astype(np.float32)
+    np.nan_to_num(out, copy=False, nan=0.0, posinf=CLIP, neginf=-CLIP)
+    return np.clip(out, -CLIP, CLIP, out=out)
+
+
+# --------------------------------------------------------------------------- labels
+def instances_to_classes(mask: np.ndarray) -> np.ndarray:
+    """Instance or binary mask (0 = background, ids > 0 = objects) -> convention (1 bg, 2 object)."""
+    mask = np.asarray(mask)
+    return np.where(mask > 0, 2, 1).astype(np.uint8)
+
+
+def check_labels(labels, name: str = "labels") -> np.ndarray:
+    """Validate an annotation array and return it as a new int64 array (the input is never modified)."""
+    arr = np.asarray(labels)
+    if arr.dtype.kind == "b":
+        raise UserError(f"The {name} are boolean; use 1 for background and 2 for objects "
+                        "(or pass the instance-mask option to convert a mask).")
+    if arr.dtype.kind not in "iuf":
+        raise UserError(f"The {name} have data type {arr.dtype}; annotations must be integers.")
+    if arr.dtype.kind == "f":
+        if not np.all(np.isfinite(arr)):
+            raise UserError(f"The {name} contain NaN or infinite values; annotations must be whole numbers.")
+        if np.any(arr != np.round(arr)):
+            raise UserError(f"The {name} contain fractional values; annotations must be whole numbers "
+                            "(0 = not annotated, 1 = background, 2.. = classes).")
+    if arr.size and arr.min() < 0:
+        raise UserError(f"The {name} contain negative values; use 0 = not annotated, 1 = background, "
+                        "2.. = object classes.")
+    if arr.size and arr.max() > 256:
+        raise UserError(f"The {name} use value {int(arr.max())}; at most 255 classes (values up to 256) are "
+                        "supported. Instance masks from other tools need the instance-mask option.")
+    return arr.astype(np.int64)
+
+
+def class_counts(labels_list) -> np.ndarray:
+    """Annotated pixel count per label value (index = value), over several label arrays."""
+    top = max(int(lab.max()) if lab.size else 0 for lab in labels_list)
+    total = np.zeros(top + 1, np.int64)
+    for lab in labels_list:
+        total += np.bincount(lab.ravel(), minlength=top + 1)
+    return total
+
+
+def check_annotations(labels_list, n_classes: int | None = None) -> int:
+    """Check there is something to learn from; return the number of classes (background included)."""
+    counts = class_counts(labels_list)
+    present = [v for v in range(1, len(counts)) if counts[v] > 0]
+    if not present:
+        raise UserError("The annotations contain no annotated pixel (all 0). Paint some background (label 1) "
+                        "and some objects (label 2) first.")
+    if len(present) < 2:
+        raise UserError(f"Only label {present[0]} is annotated; a model needs at least two classes. Paint "
+                        "some background (label 1) and some objects (label 2).")
+    needed = len(counts) - 1
+    if n_classes is not None and needed > n_classes:
+        raise UserError(f"The annotations use label {needed} but the model knows {n_classes} classes "
+                        f"(labels 1..{n_classes}); start a new model to add classes.")
+    return max(needed, n_classes or 0)
+
+
+# --------------------------------------------------------------------------- training samples
+@dataclass
+class Sample:
+    """One normalised training image (C, *spatial) with its labels (*spatial), int64."""
+
+    image: np.ndarray
+    labels: np.ndarray
+
+
+def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axis, norm_low: float,
+                 norm_high: float, from_instances: bool = False) -> list[Sample]:
+    """Pair, check and normalise images and annotations.
+
+    2D models split stacks into planes and keep the annotated planes only; 3D models take ZYX.
+    """
+    if len(images) != len(labels):
+        raise UserError(f"Got {len(images)} image(s) but {len(labels)} annotation array(s); give one "
+                        "annotation array per image.")
+    if not images:
+        raise UserError("No training images were given.")
+    axes = channel_axis if isinstance(channel_axis, (list, tuple)) else [channel_axis] * len(images)
+    samples = []
+    for i, (img, lab, ax) in enumerate(zip(images, labels, axes)):
+        view = ImageView(img, ax)
+        lab = check_labels(lab, name=f"annotations of image {i + 1}")
+        if from_instances:
+            lab = instances_to_classes(lab).astype(np.int64)
+        if lab.shape != view.spatial_shape:
+            raise UserError(f"Image {i + 1} has spatial shape {view.spatial_shape} but its annotations have "
+                            f"shape {lab.shape}; they must match (is the channel axis set correctly?).")
+        if in_channels is not None and view.n_channels != in_channels:
+            raise UserError(f"Image {i + 1} has {view.n_channels} channel(s) but the model expects "
+                            f"{in_channels}; pick matching images or start a new model.")
+        sp = len(view.spatial_shape)
+        if ndim == 3 and sp != 3:
+            raise UserError(f"A 3D model needs ZYX images; image {i + 1} has {sp} spatial axes "
+                            f"{view.spatial_shape}. Use a 2D model for this image.")
+        if ndim == 2 and sp > 4:
+            raise UserError(f"Image {i + 1} has {sp} spatial axes; at most 4 (e.g. TZYX) are supported.")
+        pct = compute_percentiles(view, norm_low, norm_high)
+        if ndim == 3:
+            samples.append(Sample(normalize(view.read((slice(None),) * 3), pct), lab))
+            continue
+        lead = view.spatial_shape[:-2]
+        for idx in np.ndindex(*lead) if lead else [()]:
+            plane_lab = lab[idx]
+            if not plane_lab.any():
+                continue
+            plane = view.read(tuple(int(j) for j in idx) + (slice(None), slice(None)))
+            samples.append(Sample(normalize(plane, pct), plane_lab))
+    return samples
+
+
+def split_validation(samples: list[Sample], fraction: float, block: tuple[int, ...],
+                     rng: np.random.Generator, max_blocks: int = 32) -> tuple[list[Sample], list[tuple[int, tuple]]]:
+    """Hold out whole blocks of annotations for validation.
+
+    Returns the training samples (held-out annotations set to 0, new arrays) and a list of
+    (sample index, block slices) regions for validation. No split when there is too little
+    annotation to spare (fewer than 4 annotated blocks) or training would lose a class.
+    """
+    if fraction <= 0:
+        return samples, []
+    blocks = []  # (sample, slices, count)
+    for si, s in enumerate(samples):
+        shape = s.labels.shape
+        b = [min(bs, n) for bs, n in zip(block, shape)]
+        for origin in np.ndindex(*[int(np.ceil(n / bb)) for n, bb in zip(shape, b)]):
+            sl = tuple(slice(o * bb, min((o + 1) * bb, n)) for o, bb, n in zip(origin, b, shape))
+            cnt = int(np.count_nonzero(s.labels[sl]))
+            if cnt:
+                blocks.append((si, sl, cnt))
+    if len(blocks) < 4:
+        return samples, []
+    total = sum(c for _, _, c in blocks)
+    order = rng.permutation(len(blocks))
+    chosen, held = [], 0
+    for k in order:
+        if held >= fraction * total or len(chosen) >= min(len(blocks) // 2, max_blocks):
+            break
+        chosen.append(blocks[k])
+        held += blocks[k][2]
+    train_labels = [s.labels.copy() for s in samples]
+    for si, sl, _ in chosen:
+        train_labels[si][sl] = 0
+    counts = class_counts(train_labels)
+    if np.count_nonzero(counts[1:]) < 2:
+        return samples, []
+    train = [Sample(s.image, lab) for s, lab in zip(samples, train_labels)]
+    return train, [(si, sl) for si, sl, _ in chosen]
+
+
+class PatchSampler:
+    """Draws augmented patches, most of them centred on annotated pixels, classes balanced.
+
+    Sparse strokes train well because patches are centred on the strokes rather than drawn
+    uniformly over a mostly unannotated image.
+    """
+
+    def __init__(self, samples: list[Sample], patch_size: tuple[int, ...], annotated_fraction: float = 0.9,
+                 augment: bool = True, max_coords: int = 200_000, seed: int = 0):
+        self.samples = samples
+        self.patch = tuple(patch_size)
+        self.annotated_fraction = annotated_fraction
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
+        # coordinates of annotated pixels per class: {class: [(sample index, coords array)]}
+        self.coords: dict[int, list[tuple[int, np.ndarray]]] = {}
+        weights = []
+        for si, s in enumerate(samples):
+            for v in np.unique(s.labels):
+                if v == 0:
+                    continue
+                pts = np.argwhere(s.labels == v)
+                if len(pts) > max_coords:
+                    pts = pts[self.rng.choice(len(pts), max_coords, replace=False)]
+                self.coords.setdefault(int(v), []).append((si, pts))
+            weights.append(np.count_nonzero(s.labels))
+        self.classes = sorted(self.coords)
+        w = np.asarray(weights, np.float64) + 1e-9
+        self.sample_weights = w / w.sum()
+
+    def _centre(self) -> tuple[int, np.ndarray]:
+        if self.classes and self.rng.random() < self.annotated_fraction:
+            cls = self.classes[self.rng.integers(len(self.classes))]
+            entries = self.coords[cls]
+            sizes = np.array([len(p) for _, p in entries], np.float64)
+            si, pts = entries[self.rng.choice(len(entries), p=sizes / sizes.sum())]
+            return si, pts[self.rng.integers(len(pts))]
+        si = int(self.rng.choice(len(self.samples), p=self.sample_weights))
+        shape = self.samples[si].labels.shape
+        return si, np.array([self.rng.integers(n) for n in shape])
+
+    def draw(self) -> tuple[np.ndarray, np.ndarray]:
+        si, centre = self._centre()
+        s = self.samples[si]
+        shape = s.labels.shape
+        jitter = [self.rng.integers(-(p // 4), p // 4 + 1) for p in self.patch]
+        starts = [int(c) - p // 2 + j for c, p, j in zip(centre, self.patch, jitter)]
+        starts = [min(max(st, 0), max(n - p, 0)) for st, n, p in zip(starts, shape, self.patch)]
+        img, lab = crop_padded(s.image, s.labels, starts, self.patch)
+        if self.augment:
+            img, lab = augment(img, lab, self.rng)
+        return img, lab
+
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+        pairs = [self.draw() for _ in range(n)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+
+def crop_padded(image: np.ndarray, labels: np.ndarray | None, starts, size):
+    """Crop (C, *spatial) image and labels at ``starts``; pad (reflect / 0) where the image is smaller."""
+    sl = tuple(slice(st, st + p) for st, p in zip(starts, size))
+    img = image[(slice(None),) + sl]
+    lab = None if labels is None else labels[sl]
+    short = [p - n for p, n in zip(size, img.shape[1:])]
+    if any(short):
+        pad = [(0, max(d, 0)) for d in short]
+        mode = "reflect" if all(n > d for n, d in zip(img.shape[1:], short)) else "edge"
+        img = np.pad(img, [(0, 0)] + pad, mode=mode)
+        if lab is not None:
+            lab = np.pad(lab, pad, mode="constant")
+    return img, lab
+
+
+def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator):
+    """Random flips on every spatial axis, 90-degree rotations in YX, intensity jitter (3D-aware)."""
+    nd = lab.ndim
+    for ax in range(nd):
+        if rng.random() < 0.5:
+            img, lab = np.flip(img, ax + 1), np.flip(lab, ax)
+    if img.shape[-1] == img.shape[-2]:
+        k = int(rng.integers(4))
+        img, lab = np.rot90(img, k, axes=(-2, -1)), np.rot90(lab, k, axes=(-2, -1))
+    gain = rng.uniform(0.8, 1.25, size=(img.shape[0],) + (1,) * nd)
+    shift = rng.uniform(-0.1, 0.1, size=(img.shape[0],) + (1,) * nd)
+    img = (img * gain + shift).astype(np.float32)
+    return np.ascontiguousarray(img), np.ascontiguousarray(lab)

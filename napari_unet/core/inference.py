@@ -1,0 +1,112 @@
+"""Tiled sliding-window prediction with blended overlaps.
+
+Reads any array-like (numpy, dask, zarr) tile by tile; 2D models run stacks plane by plane.
+``predict_iter`` is a generator yielding progress at least after every batch of tiles (so a GUI
+worker can stop it) and returning float32 probabilities ``(n_classes, *spatial)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Generator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..config import PredictConfig
+from ..errors import UserError
+from .checkpoint import Model
+from .data import ImageView, compute_percentiles, normalize
+from .device import get_device
+from .tiling import tiled_apply
+from .util import drain
+
+DEFAULT_TILE = {2: 512, 3: 96}
+
+
+@dataclass
+class PredictProgress:
+    done: int
+    total: int
+
+
+def _autocast(device: torch.device, amp: bool):
+    if amp and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.float16)
+    return contextlib.nullcontext()
+
+
+def _tile_for(model: Model, spatial: tuple[int, ...], tile_size) -> tuple[int, ...]:
+    nd = model.config.ndim
+    m = model.config.size_multiple
+    if tile_size is None:
+        tile = (DEFAULT_TILE[nd],) * nd
+    else:
+        if len(tile_size) != nd:
+            raise UserError(f"Tile size {tuple(tile_size)} has {len(tile_size)} axes but the model is {nd}D.")
+        tile = tuple(tile_size)
+    # a multiple of 2**depth avoids padding inside every tile
+    return tuple(max(m, (t // m) * m) for t in tile)
+
+
+def predict_iter(model: Model, image, *, channel_axis: int | None = None, config: PredictConfig | None = None,
+                 percentiles: np.ndarray | None = None) -> Generator[PredictProgress, None, np.ndarray]:
+    """Predict class probabilities for ``image``; see module docstring."""
+    config = config or PredictConfig()
+    view = ImageView(image, channel_axis)
+    mc = model.config
+    if view.n_channels != mc.in_channels:
+        raise UserError(f"The image has {view.n_channels} channel(s) but the model was trained on "
+                        f"{mc.in_channels}; set the channel axis correctly or use a matching model.")
+    sp = view.spatial_shape
+    if mc.ndim == 3 and len(sp) != 3:
+        raise UserError(f"This 3D model needs a ZYX image; the image has spatial shape {sp}.")
+    if mc.ndim == 2 and len(sp) > 4:
+        raise UserError(f"The image has {len(sp)} spatial axes; a 2D model takes at most 4 (e.g. TZYX).")
+    if percentiles is None:
+        percentiles = compute_percentiles(view, mc.norm_low, mc.norm_high)
+    device = get_device(config.device) if config.device != "auto" else model.device
+    net = model.net.to(device).eval()
+    plane_shape = sp[-mc.ndim:]
+    tile = _tile_for(model, plane_shape, config.tile_size)
+    lead = sp[:-mc.ndim]
+
+    def fn(batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode(), _autocast(device, config.amp):
+            x = torch.from_numpy(batch).to(device)
+            return torch.softmax(net(x).float(), dim=1).cpu().numpy()
+
+    out = np.zeros((mc.n_classes,) + sp, np.float32)
+    planes = list(np.ndindex(*lead)) if lead else [()]
+    total_done = 0
+    for idx in planes:
+        def read(region, idx=idx):
+            return normalize(view.read(tuple(int(i) for i in idx) + region), percentiles)
+
+        result = yield from _offset(tiled_apply(read, plane_shape, fn, mc.n_classes, tile, config.overlap,
+                                                config.batch_size), planes, total_done)
+        out[(slice(None),) + tuple(idx)] = result
+        total_done += 1
+    return out
+
+
+def _offset(gen, planes, done_planes):
+    """Re-express per-plane tile progress as progress over all planes."""
+    while True:
+        try:
+            done, total = next(gen)
+        except StopIteration as stop:
+            return stop.value
+        yield PredictProgress(done_planes * total + done, len(planes) * total)
+
+
+def predict(model: Model, image, **kwargs) -> np.ndarray:
+    """Blocking form of :func:`predict_iter`."""
+    return drain(predict_iter(model, image, **kwargs))
+
+
+def to_labels(probabilities: np.ndarray) -> np.ndarray:
+    """Argmax labels in the convention: channel c -> label value c + 1 (1 = background)."""
+    lab = np.argmax(probabilities, axis=0) + 1
+    return lab.astype(np.uint8 if probabilities.shape[0] < 255 else np.uint16)

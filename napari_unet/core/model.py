@@ -1,0 +1,86 @@
+"""U-Net for 2D and 3D images with configurable depth, width and normalisation.
+
+Any input size works: the input is padded (replicate) to a multiple of ``2**depth`` and the output
+cropped back, so the caller never has to think about sizes.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import ModelConfig
+
+
+def _norm(kind: str, ndim: int, ch: int) -> nn.Module:
+    if kind == "batch":
+        return (nn.BatchNorm2d if ndim == 2 else nn.BatchNorm3d)(ch)
+    if kind == "instance":
+        return (nn.InstanceNorm2d if ndim == 2 else nn.InstanceNorm3d)(ch, affine=True)
+    if kind == "group":
+        return nn.GroupNorm(min(8, ch), ch)
+    return nn.Identity()
+
+
+class ConvBlock(nn.Sequential):
+    def __init__(self, ndim: int, cin: int, cout: int, norm: str):
+        conv = nn.Conv2d if ndim == 2 else nn.Conv3d
+        bias = norm == "none"
+        super().__init__(
+            conv(cin, cout, 3, padding=1, bias=bias), _norm(norm, ndim, cout), nn.ReLU(inplace=True),
+            conv(cout, cout, 3, padding=1, bias=bias), _norm(norm, ndim, cout), nn.ReLU(inplace=True),
+        )
+
+
+class UNet(nn.Module):
+    """Encoder/decoder with skip connections; outputs logits (N, n_classes, *spatial)."""
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        nd, w, norm = config.ndim, config.width, config.norm
+        conv = nn.Conv2d if nd == 2 else nn.Conv3d
+        up = nn.ConvTranspose2d if nd == 2 else nn.ConvTranspose3d
+        self.pool = nn.MaxPool2d(2) if nd == 2 else nn.MaxPool3d(2)
+        chans = [w * 2 ** i for i in range(config.depth + 1)]
+        self.down = nn.ModuleList()
+        cin = config.in_channels
+        for c in chans[:-1]:
+            self.down.append(ConvBlock(nd, cin, c, norm))
+            cin = c
+        self.bottom = ConvBlock(nd, chans[-2], chans[-1], norm)
+        self.ups = nn.ModuleList()
+        self.up_blocks = nn.ModuleList()
+        for c_hi, c_lo in zip(chans[:0:-1], chans[-2::-1]):
+            self.ups.append(up(c_hi, c_lo, 2, stride=2))
+            self.up_blocks.append(ConvBlock(nd, 2 * c_lo, c_lo, norm))
+        self.head = conv(chans[0], config.n_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nd = self.config.ndim
+        if x.ndim != nd + 2:
+            raise ValueError(f"expected a {nd + 2}D tensor (N, C, *spatial), got shape {tuple(x.shape)}")
+        spatial = x.shape[2:]
+        m = self.config.size_multiple
+        pads = [(-s) % m for s in spatial]
+        if self.config.norm == "instance":  # instance norm needs more than one element at the bottom
+            pads = [max(p, 2 * m - s) for p, s in zip(pads, spatial)]
+        if any(pads):
+            # F.pad wants pairs from the last axis backwards
+            pad_arg = []
+            for p in reversed(pads):
+                pad_arg += [0, p]
+            x = F.pad(x, pad_arg, mode="replicate")
+        skips = []
+        for block in self.down:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.bottom(x)
+        for upc, block, skip in zip(self.ups, self.up_blocks, reversed(skips)):
+            x = block(torch.cat([upc(x), skip], dim=1))
+        x = self.head(x)
+        if any(pads):
+            x = x[(slice(None), slice(None)) + tuple(slice(0, s) for s in spatial)]
+        return x

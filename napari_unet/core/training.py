@@ -1,0 +1,364 @@
+"""The one training loop behind the GUI, the CLI and the API.
+
+:func:`train` is a generator: it yields a typed event per step (and per validation, preview,
+autosave, notice) and returns a :class:`TrainResult`. The CLI drains it with a progress bar; the
+widget runs it in a napari ``thread_worker``. Training stops on ``steps``, on ``time_budget``
+seconds or when ``should_stop()`` turns true, and keeps the weights that scored best on held-out
+annotations (or the last ones when there was too little annotation to hold any out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..config import ModelConfig, PredictConfig, TrainConfig, default_presets
+from ..errors import UserError
+from .checkpoint import Model, load_model, save_model
+from .data import PatchSampler, Sample, check_annotations, make_samples, split_validation
+from .device import describe, get_device
+from .inference import predict_iter
+from .util import drain
+
+
+# --------------------------------------------------------------------------- events
+@dataclass
+class Started:
+    device: str
+    model_config: ModelConfig
+    patch_size: tuple[int, ...]
+    batch_size: int
+    n_train_samples: int
+    n_val_regions: int
+    warm_start: bool
+
+
+@dataclass
+class Progress:
+    step: int
+    steps: int | None
+    loss: float
+    elapsed: float
+    time_budget: float | None
+
+    @property
+    def fraction(self) -> float:
+        parts = []
+        if self.steps:
+            parts.append(self.step / self.steps)
+        if self.time_budget:
+            parts.append(self.elapsed / self.time_budget)
+        return min(1.0, max(parts)) if parts else 0.0
+
+
+@dataclass
+class Validation:
+    step: int
+    loss: float
+    iou: float
+    best_iou: float
+    best_step: int
+    improved: bool
+
+
+@dataclass
+class Preview:
+    step: int
+    key: object
+    probabilities: np.ndarray
+
+
+@dataclass
+class Saved:
+    step: int
+    path: str
+
+
+@dataclass
+class Notice:
+    message: str
+
+
+@dataclass
+class TrainResult:
+    model: Model
+    steps: int
+    seconds: float
+    device: str
+    kept: str  # which weights were kept, in words
+    best_iou: float | None
+    best_step: int | None
+    history: list[dict] = field(default_factory=list)
+
+
+PreviewSource = Callable[[], "tuple[object, np.ndarray, int | None, np.ndarray | None] | None"]
+
+
+# --------------------------------------------------------------------------- helpers
+def _class_names(n: int, given: tuple[str, ...]) -> tuple[str, ...]:
+    if len(given) == n:
+        return given
+    base = ("background", "object") if n == 2 else ("background",) + tuple(f"class {k}" for k in range(1, n))
+    return tuple(given[:n]) + base[len(given):]
+
+
+def _cap_patch(patch: tuple[int, ...], samples: list[Sample], multiple: int) -> tuple[int, ...]:
+    """Patch no larger than the largest sample (rounded up to the network's size multiple)."""
+    largest = np.max([s.labels.shape for s in samples], axis=0)
+    return tuple(int(min(p, -(-int(n) // multiple) * multiple)) for p, n in zip(patch, largest))
+
+
+def _metrics_counts(logits: torch.Tensor, target: torch.Tensor, n_classes: int):
+    """CE sum, annotated count and per-class (tp, fp, fn) over annotated pixels (target >= 0)."""
+    mask = target >= 0
+    loss = F.cross_entropy(logits, target.clamp(min=0), reduction="none")[mask].sum().item()
+    pred = logits.argmax(1)[mask]
+    gt = target[mask]
+    conf = torch.bincount(gt * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+    return loss, int(mask.sum()), conf.cpu().numpy()
+
+
+def mean_object_iou(conf: np.ndarray) -> float:
+    """Mean IoU over object classes (all but background) present in truth or prediction."""
+    ious = []
+    for c in range(1, conf.shape[0]):
+        tp = conf[c, c]
+        denom = conf[c, :].sum() + conf[:, c].sum() - tp
+        if denom > 0:
+            ious.append(tp / denom)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
+class _Validator:
+    """Scores the network on held-out annotation blocks, with context around each block."""
+
+    def __init__(self, samples: list[Sample], regions, margin: tuple[int, ...], n_classes: int):
+        self.items = []
+        for si, sl in regions:
+            s = samples[si]
+            outer = tuple(slice(max(0, r.start - m), min(n, r.stop + m)) for r, m, n in
+                          zip(sl, margin, s.labels.shape))
+            inner = tuple(slice(r.start - o.start, r.stop - o.start) for r, o in zip(sl, outer))
+            img = np.ascontiguousarray(s.image[(slice(None),) + outer])
+            target = np.full(img.shape[1:], -1, np.int64)
+            target[inner] = s.labels[sl] - 1
+            self.items.append((img, target))
+        self.n_classes = n_classes
+
+    def __call__(self, net, device, amp_ctx) -> tuple[float, float]:
+        net.eval()
+        loss, count = 0.0, 0
+        conf = np.zeros((self.n_classes, self.n_classes), np.int64)
+        with torch.inference_mode(), amp_ctx():
+            for img, target in self.items:
+                logits = net(torch.from_numpy(img)[None].to(device)).float()
+                lo, n, cf = _metrics_counts(logits, torch.from_numpy(target)[None].to(device), self.n_classes)
+                loss, count, conf = loss + lo, count + n, conf + cf
+        net.train()
+        return loss / max(count, 1), mean_object_iou(conf)
+
+
+# --------------------------------------------------------------------------- the loop
+def train(images, labels, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
+          init: Model | str | None = None, channel_axis=None, from_instances: bool = False, out=None,
+          preview: PreviewSource | None = None, preview_every: float = 3.0,
+          should_stop: Callable[[], bool] | None = None) -> Generator[object, None, TrainResult]:
+    """Train a U-Net on images and annotations (0 ignored, 1 background, 2.. classes).
+
+    ``images``/``labels``: lists of arrays (or one of each). ``init``: a Model or model folder to
+    continue from (warm start). ``out``: a folder autosaved every ``autosave_every`` seconds and at
+    the end. ``preview()`` may return ``(key, image, channel_axis, percentiles)`` every
+    ``preview_every`` seconds; the prediction comes back as a :class:`Preview` event.
+    """
+    tc = train_config or TrainConfig()
+    if not isinstance(images, (list, tuple)):
+        images, labels = [images], [labels]
+    device = get_device(tc.device)
+    if out is not None:
+        from .checkpoint import check_writable_folder
+
+        check_writable_folder(out)
+
+    # --- model and data
+    if init is not None:
+        model = init if isinstance(init, Model) else load_model(init, device)
+        mc = model.config
+        if model_config is not None and model_config.ndim != mc.ndim:
+            raise UserError(f"The initial model is {mc.ndim}D but a {model_config.ndim}D model was asked for; "
+                            "start a new model to change the dimensionality.")
+    else:
+        model, mc = None, model_config or ModelConfig()
+        if model_config is None:
+            mc = mc.replace(**default_presets(mc.ndim, device.type)[0])
+    in_ch = mc.in_channels if model is not None else None
+    samples = make_samples(images, labels, mc.ndim, in_ch, channel_axis, mc.norm_low, mc.norm_high,
+                           from_instances=from_instances)
+    if not samples:
+        raise UserError("No plane of the images has an annotated pixel; paint some background (label 1) "
+                        "and some objects (label 2) first.")
+    n_classes = check_annotations([s.labels for s in samples], mc.n_classes if model is not None else None)
+    if model is None:
+        mc = mc.replace(in_channels=samples[0].image.shape[0], class_names=_class_names(n_classes, mc.class_names))
+        model = Model.new(mc, seed=tc.seed)
+    net = model.net.to(device).train()
+
+    preset = default_presets(mc.ndim, device.type)[1]
+    patch = tc.patch_size or model.patch_size or preset["patch_size"]
+    if len(patch) != mc.ndim:
+        raise UserError(f"Patch size {tuple(patch)} has {len(patch)} axes but the model is {mc.ndim}D.")
+    patch = _cap_patch(tuple(patch), samples, mc.size_multiple)
+    batch_size = tc.batch_size or preset["batch_size"]
+    rng = np.random.default_rng(tc.seed)
+    torch.manual_seed(tc.seed)
+    train_samples, val_regions = split_validation(samples, tc.val_fraction, tuple(max(8, p // 2) for p in patch), rng)
+    sampler = PatchSampler(train_samples, patch, tc.annotated_fraction, tc.augment, seed=tc.seed)
+    validator = _Validator(samples, val_regions, tuple(p // 4 for p in patch), mc.n_classes) if val_regions else None
+
+    use_amp = tc.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+
+    def amp_ctx():
+        return torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if use_amp else contextlib.nullcontext()
+
+    opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    old_threads = torch.get_num_threads()
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    dev_name = describe(device)
+    yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
+
+    # --- state
+    start = time.perf_counter()
+    step, last_val_step = 0, -1
+    best_score, best_iou, best_step, best_state = None, -1.0, None, None
+    ema = None
+    history_run: list[dict] = []
+    last_preview = last_save = start
+    warmup = 20
+
+    def session(n_steps: int, kept: str) -> dict:
+        return {"steps": n_steps, "seconds": round(time.perf_counter() - start, 2), "device": dev_name,
+                "kept": kept, "warm_start": init is not None, "runs": list(history_run)}
+
+    def kept_state():
+        return best_state if best_state is not None else net.state_dict()
+
+    def do_validation():
+        nonlocal best_score, best_iou, best_step, best_state, last_val_step
+        vloss, viou = validator(net, device, amp_ctx)
+        # higher IoU wins; equal IoU (common once held-out strokes are all right) goes to lower loss
+        score = (-1.0 if np.isnan(viou) else viou, -vloss)
+        improved = best_score is None or score >= best_score
+        if improved:
+            best_score, best_iou, best_step = score, score[0], step
+            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        last_val_step = step
+        history_run.append({"step": step, "time": round(time.perf_counter() - start, 2),
+                            "loss": None if ema is None else round(ema, 5), "val_loss": round(vloss, 5),
+                            "val_iou": None if np.isnan(viou) else round(viou, 4)})
+        return Validation(step, vloss, viou, best_iou, best_step, improved)
+
+    try:
+        while True:
+            elapsed = time.perf_counter() - start
+            if (tc.steps is not None and step >= tc.steps) or (tc.time_budget is not None and
+                                                               elapsed >= tc.time_budget):
+                break
+            if should_stop is not None and should_stop():
+                yield Notice(f"Stopped by the user after {step} steps.")
+                break
+            x, y = sampler.batch(batch_size)
+            xt = torch.from_numpy(x).to(device, non_blocking=True)
+            yt = torch.from_numpy(y - 1).to(device, non_blocking=True)  # 0 (ignored) -> -1
+            for g in opt.param_groups:
+                g["lr"] = tc.lr * min(1.0, (step + 1) / warmup)
+            try:
+                with amp_ctx():
+                    loss = F.cross_entropy(net(xt).float(), yt, ignore_index=-1)
+                opt.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                scaler.step(opt)
+                scaler.update()
+            except torch.OutOfMemoryError:
+                opt.zero_grad(set_to_none=True)
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                if batch_size > 1:
+                    batch_size //= 2
+                    yield Notice(f"Out of GPU memory: batch size lowered to {batch_size}.")
+                    continue
+                smaller = tuple(max(mc.size_multiple * 2, p // 2) for p in patch)
+                if smaller == patch:
+                    raise UserError("Out of GPU memory even with the smallest batch and patch; use a smaller "
+                                    "model or --device cpu.") from None
+                patch = smaller
+                sampler.patch = patch
+                yield Notice(f"Out of GPU memory: patch size lowered to {patch}.")
+                continue
+            lval = float(loss.item())
+            if not np.isfinite(lval):
+                raise UserError("Training diverged (the loss became NaN or infinite); lower the learning rate "
+                                "or check the image for extreme values.")
+            ema = lval if ema is None else 0.9 * ema + 0.1 * lval
+            step += 1
+            now = time.perf_counter()
+            yield Progress(step, tc.steps, lval, now - start, tc.time_budget)
+            if validator is not None and step % tc.validate_every == 0:
+                yield do_validation()
+            if preview is not None and now - last_preview >= preview_every:
+                req = preview()
+                if req is not None:
+                    key, img, ax, pct = req
+                    net.eval()
+                    probs = yield from predict_iter(model, img, channel_axis=ax, percentiles=pct,
+                                                    config=PredictConfig(device=str(device), amp=tc.amp))
+                    net.train()
+                    yield Preview(step, key, probs)
+                last_preview = time.perf_counter()
+            if out is not None and now - last_save >= tc.autosave_every and step > 0:
+                save_model(_with_history(model, [session(step, "autosave")], patch), out, state=kept_state())
+                last_save = time.perf_counter()
+                yield Saved(step, str(out))
+        if validator is not None and step > 0 and last_val_step != step:
+            yield do_validation()
+    finally:
+        if tc.threads:
+            torch.set_num_threads(old_threads)
+
+    seconds = time.perf_counter() - start
+    if best_state is not None:
+        net.load_state_dict(best_state)
+        kept = (f"best on held-out annotations: step {best_step} of {step}"
+                + (f" (IoU {best_iou:.3f})" if best_iou >= 0 else ""))
+    else:
+        kept = f"last weights (step {step}; too little annotation to hold some out for validation)"
+    net.eval()
+    final = _with_history(model, [session(step, kept)], patch)
+    if out is not None:
+        save_model(final, out)
+        yield Saved(step, str(out))
+    return TrainResult(model=final, steps=step, seconds=seconds, device=dev_name, kept=kept,
+                       best_iou=best_iou if best_state is not None and best_iou >= 0 else None,
+                       best_step=best_step, history=final.history)
+
+
+def _with_history(model: Model, entries: list[dict], patch) -> Model:
+    return Model(net=model.net, config=model.config, patch_size=tuple(patch),
+                 history=model.history + entries, meta=model.meta)
+
+
+def train_blocking(*args, on_event: Callable[[object], None] | None = None, **kwargs) -> TrainResult:
+    """Blocking form of :func:`train`."""
+    return drain(train(*args, **kwargs), on_event)
+
+
+__all__ = ["train", "train_blocking", "TrainResult", "Started", "Progress", "Validation", "Preview", "Saved",
+           "Notice"]

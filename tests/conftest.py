@@ -1,0 +1,33 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_unet.config import ModelConfig, TrainConfig
+from napari_unet.core.synthetic import make_nuclei, scribbles
+
+torch.set_num_threads(2)
+
+TINY = ModelConfig(depth=2, width=4)
+
+
+@pytest.fixture
+def tiny_config():
+    return TINY
+
+
+def tiny_train(**kw):
+    base = dict(steps=5, time_budget=None, patch_size=(32, 32), batch_size=2, device="cpu", validate_every=5)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+@pytest.fixture
+def easy2d():
+    """A small, clean synthetic nuclei image with dense and sparse annotations."""
+    syn = make_nuclei((64, 64), seed=1, radius=6, snr=20)
+    return syn, scribbles(syn.semantic, seed=2, width=2)
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)

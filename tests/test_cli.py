@@ -1,0 +1,78 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tifffile
+
+from napari_unet.cli import main
+from napari_unet.core.synthetic import make_nuclei, scribbles
+
+TINY_ARGS = ["--width", "4", "--depth", "2", "--patch-size", "32", "32", "--batch-size", "2", "--device", "cpu"]
+
+
+@pytest.fixture
+def files(tmp_path):
+    syn = make_nuclei((48, 64), seed=0, radius=6)
+    tifffile.imwrite(tmp_path / "img.tif", syn.image)
+    tifffile.imwrite(tmp_path / "lab.tif", scribbles(syn.semantic, seed=1, width=2))
+    return tmp_path
+
+
+def test_train_then_predict(files, capsys):
+    rc = main(["train", "--image", str(files / "img.tif"), "--labels", str(files / "lab.tif"),
+               "--out", str(files / "model"), "--steps", "3", "--seed", "1"] + TINY_ARGS)
+    assert rc == 0
+    assert (files / "model" / "model.safetensors").exists()
+    assert "saved model" in capsys.readouterr().out
+    rc = main(["predict", "--model", str(files / "model"), "--image", str(files / "img.tif"),
+               "--out", str(files / "prob.tif"), "--labels-out", str(files / "pred.tif"), "--device", "cpu"])
+    assert rc == 0
+    prob = tifffile.imread(files / "prob.tif")
+    lab = tifffile.imread(files / "pred.tif")
+    assert prob.shape == (2, 48, 64) and prob.dtype == np.float32
+    assert lab.shape == (48, 64) and set(np.unique(lab)) <= {1, 2}
+    # warm start from the saved model
+    rc = main(["train", "--image", str(files / "img.tif"), "--labels", str(files / "lab.tif"),
+               "--out", str(files / "model2"), "--steps", "2", "--init", str(files / "model"), "--device", "cpu",
+               "--patch-size", "32", "32"])
+    assert rc == 0
+    assert "continuing from the given model" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args,match", [
+    (["predict", "--model", "{d}/missing", "--image", "{d}/img.tif", "--out", "{d}/p.tif"], "does not exist"),
+    (["predict", "--model", "{d}", "--image", "{d}/img.tif", "--out", "{d}/p.tif"], "config.json is missing"),
+    (["predict", "--model", "{d}", "--image", "{d}/img.tif", "--out", "{d}/nodir/p.tif"], "does not exist"),
+    (["predict", "--model", "{d}", "--image", "{d}/img.tif", "--out", "{d}/p.png"], "must end in"),
+    (["train", "--image", "{d}/img.tif", "--labels", "{d}/img.tif", "--out", "{d}/m", "--steps", "1"],
+     "fractional|at most 255"),
+    (["train", "--image", "{d}/img.tif", "--out", "{d}/m", "--labels", "{d}/lab.tif", "--labels", "{d}/lab.tif"],
+     "one --labels per --image"),
+    (["train", "--image", "{d}/img.tif", "--labels", "{d}/lab.tif", "--out", "{d}/m", "--steps", "0"],
+     "positive integer"),
+])
+def test_errors_exit_nonzero_with_one_line(files, capsys, args, match):
+    rc = main([a.format(d=files) for a in args])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2
+    assert err[-1].startswith("napari-unet: error:")
+    import re
+    assert re.search(match, err[-1])
+    assert not (files / "p.tif").exists() and not (files / "m").exists() or "m" not in args
+
+
+def test_subprocess_reports_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "napari_unet.cli", "predict", "--model", str(tmp_path / "x"),
+                           "--image", "a.tif", "--out", str(tmp_path / "p.tif")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_headless_demo(capsys):
+    assert main(["demo", "--headless", "--time-budget", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "held-out IoU" in out
+    iou = float(out.split("held-out IoU")[1].split()[0])
+    assert 0 <= iou <= 1
