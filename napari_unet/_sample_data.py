@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ._colors import label_color_dict
 from .core.synthetic import demo_pair
 
 ANNOTATION_SUFFIX = " annotations"
@@ -11,7 +12,8 @@ def _layers(ndim: int, name: str):
     image, ann, _ = demo_pair(ndim, seed=0)
     return [
         (image, {"name": name}, "image"),
-        (ann, {"name": name + ANNOTATION_SUFFIX, "opacity": 0.8}, "labels"),
+        (ann, {"name": name + ANNOTATION_SUFFIX, "opacity": 0.8, "colormap": label_color_dict(2),
+               "metadata": {"napari_unet_image": name, "class_names": ["background", "object"]}}, "labels"),
     ]
 
 

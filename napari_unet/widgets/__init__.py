@@ -1,0 +1,1 @@
+"""Qt/napari widgets. Thin: the work happens in :mod:`napari_unet.core`."""

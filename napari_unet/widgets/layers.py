@@ -1,0 +1,161 @@
+"""napari layer helpers for the widget: annotation layers, output layers, what to copy for a worker.
+
+No Qt here: these functions take a viewer and layers, so tests can call them directly.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
+
+from .._colors import label_color_dict
+
+PROB_COLORMAPS = ["magenta", "green", "cyan", "yellow", "red", "blue"]
+LINK_KEY = "napari_unet_image"  # annotation layer metadata: the image layer it annotates
+
+
+def label_colormap(n_values: int, transparent_background: bool = False) -> DirectLabelColormap:
+    return DirectLabelColormap(color_dict=label_color_dict(n_values, transparent_background))
+
+
+def channel_axis(layer: Image) -> int | None:
+    """The channel axis of an image layer's data: RGB(A) layers have it last; others have none."""
+    return -1 if layer.rgb else None
+
+
+def spatial_shape(layer: Image) -> tuple[int, ...]:
+    shape = tuple(layer.data.shape)
+    return shape[:-1] if layer.rgb else shape
+
+
+def annotation_name(image: Image) -> str:
+    return f"{image.name} annotations"
+
+
+def probability_name(image_name: str, class_name: str, n_object_classes: int) -> str:
+    return f"{image_name} probabilities" if n_object_classes == 1 else f"{image_name} probabilities ({class_name})"
+
+
+def prediction_name(image_name: str) -> str:
+    return f"{image_name} prediction"
+
+
+def _same_frame(src: Image, dims: int) -> dict:
+    """Spatial scale and translate of ``src`` for a layer with ``dims`` dimensions."""
+    return {"scale": tuple(src.scale[-dims:]), "translate": tuple(src.translate[-dims:])}
+
+
+def add_annotation_layer(viewer, image: Image, class_names) -> Labels:
+    """A new empty annotation layer aligned to ``image`` (reused when one is already linked)."""
+    existing = find_annotations(viewer, image)
+    if existing is not None:
+        return existing
+    shape = spatial_shape(image)
+    data = np.zeros(shape, np.uint8 if len(class_names) < 255 else np.uint16)
+    layer = viewer.add_labels(data, name=annotation_name(image), opacity=0.8,
+                              colormap=label_colormap(len(class_names)),
+                              metadata={LINK_KEY: image.name, "class_names": list(class_names)},
+                              **_same_frame(image, len(shape)))
+    layer.brush_size = 4
+    layer.selected_label = 1
+    layer.mode = "paint"
+    return layer
+
+
+def find_annotations(viewer, image: Image) -> Labels | None:
+    """The annotation layer linked to ``image``: by metadata, else by the conventional name."""
+    candidates = [lay for lay in viewer.layers if isinstance(lay, Labels)]
+    for lay in candidates:
+        if lay.metadata.get(LINK_KEY) == image.name:
+            return lay
+    for lay in candidates:
+        if lay.name == annotation_name(image):
+            return lay
+    return None
+
+
+def annotated_pairs(viewer) -> list[tuple[Image, Labels]]:
+    """Every (image, annotation layer) pair in the viewer whose annotations hold something."""
+    pairs = []
+    for lay in viewer.layers:
+        if isinstance(lay, Image):
+            ann = find_annotations(viewer, lay)
+            if ann is not None and spatial_shape(lay) == tuple(ann.data.shape) and np.any(np.asarray(ann.data)):
+                pairs.append((lay, ann))
+    return pairs
+
+
+def _place_output(viewer, layer, src) -> None:
+    """Put a new output layer just above its source image, keep the user's active layer active.
+
+    Annotations painted above the image therefore stay on top, and the brush stays on them.
+    """
+    if src in viewer.layers:
+        viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(src) + 1)
+
+
+def _add_output(viewer, kind: str, name: str, data, src, **kwargs):
+    active = viewer.layers.selection.active
+    if name in viewer.layers:
+        viewer.layers.remove(name)
+    layer = getattr(viewer, f"add_{kind}")(data, name=name, **_same_frame(src, data.ndim), **kwargs)
+    _place_output(viewer, layer, src)
+    if active is not None and active in viewer.layers:
+        viewer.layers.selection.active = active
+    return layer
+
+
+def _upsert_image(viewer, name: str, data: np.ndarray, src: Image, **kwargs) -> Image:
+    if name in viewer.layers and isinstance(viewer.layers[name], Image) and viewer.layers[name].data.shape == data.shape:
+        layer = viewer.layers[name]
+        layer.data = data
+        return layer
+    return _add_output(viewer, "image", name, data, src, **kwargs)
+
+
+def write_probabilities(viewer, image: Image, probs: np.ndarray, class_names, key: tuple | None = None) -> None:
+    """Write per-object-class probability layers (background is 1 - the rest and is not shown).
+
+    ``key`` = index of a plane (live preview of one plane of a stack); None = the whole image.
+    """
+    shape = spatial_shape(image)
+    n_obj = len(class_names) - 1
+    for c in range(1, len(class_names)):
+        name = probability_name(image.name, class_names[c], n_obj)
+        style = dict(colormap=PROB_COLORMAPS[(c - 1) % len(PROB_COLORMAPS)], contrast_limits=(0.0, 1.0),
+                     blending="additive", opacity=0.6)
+        if key is None:
+            _upsert_image(viewer, name, probs[c], image, **style)
+            continue
+        layer = viewer.layers[name] if name in viewer.layers else None
+        if layer is None or layer.data.shape != shape:
+            layer = _upsert_image(viewer, name, np.zeros(shape, np.float32), image, **style)
+        layer.data[key] = probs[c]
+        layer.refresh()
+
+
+def write_prediction(viewer, image: Image, labels: np.ndarray, n_classes: int) -> Labels:
+    """The argmax ``Labels`` layer (1 = background, shown transparent), reused by name."""
+    name = prediction_name(image.name)
+    if name in viewer.layers and isinstance(viewer.layers[name], Labels) and viewer.layers[name].data.shape == labels.shape:
+        layer = viewer.layers[name]
+        layer.data = labels
+        return layer
+    return _add_output(viewer, "labels", name, labels, image, opacity=0.5,
+                       colormap=label_colormap(n_classes, True))
+
+
+def accept_prediction(annotations: Labels, prediction: np.ndarray) -> int:
+    """Copy the prediction into the unpainted (0) pixels of ``annotations``, undoably.
+
+    Returns the number of pixels filled. Painted pixels are never changed.
+    """
+    data = np.asarray(annotations.data)
+    if data.shape != prediction.shape:
+        raise ValueError(f"prediction shape {prediction.shape} differs from annotations {data.shape}")
+    idx = np.nonzero((data == 0) & (prediction > 0))
+    if idx[0].size == 0:
+        return 0
+    annotations.data_setitem(idx, prediction[idx].astype(data.dtype))
+    return int(idx[0].size)
