@@ -61,3 +61,32 @@ def test_tiled_prediction_matches_untiled_small_net():
 
 def test_tile_slices_count():
     assert len(tile_slices((64, 64), (32, 32), 0.0)) == 4
+
+
+def test_prediction_reads_dask_and_zarr_tile_by_tile(tmp_path):
+    import dask.array as da
+    import zarr
+
+    torch.manual_seed(0)
+    model = Model.new(ModelConfig(depth=2, width=4))
+    model.net.eval()
+    img = np.random.default_rng(1).normal(size=(3, 40, 50)).astype(np.float32)
+    cfg = PredictConfig(tile_size=(32, 32), device="cpu")
+    ref = predict(model, img, config=cfg)
+    lazy = da.from_array(img, chunks=(1, 20, 25))
+    np.testing.assert_allclose(predict(model, lazy, config=cfg), ref, atol=1e-5)
+    z = zarr.open(str(tmp_path / "img.zarr"), mode="w", shape=img.shape, chunks=(1, 16, 16), dtype="f4")
+    z[:] = img
+    reads = []
+
+    class Spy:
+        shape, dtype = z.shape, z.dtype
+
+        def __getitem__(self, idx):
+            reads.append(idx)
+            return z[idx]
+
+    np.testing.assert_allclose(predict(model, Spy(), config=cfg), ref, atol=1e-5)
+    # apart from the strided percentile sample, every read is one tile of one plane
+    tiles = [r for r in reads if all(not isinstance(s, slice) or s.step is None for s in r)]
+    assert tiles and all(isinstance(r[0], int) and r[1].stop - r[1].start <= 32 for r in tiles)

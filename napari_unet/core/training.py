@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig, PredictConfig, TrainConfig, default_presets
 from ..errors import UserError
-from .checkpoint import Model, load_model, save_model
+from .checkpoint import Model, check_writable_folder, load_model, save_model
 from .data import PatchSampler, Sample, check_annotations, make_samples, split_validation
 from .device import describe, get_device
 from .inference import predict_iter
@@ -180,10 +180,6 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     if not isinstance(images, (list, tuple)):
         images, labels = [images], [labels]
     device = get_device(tc.device)
-    if out is not None:
-        from .checkpoint import check_writable_folder
-
-        check_writable_folder(out)
 
     # --- model and data
     if init is not None:
@@ -203,6 +199,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         raise UserError("No plane of the images has an annotated pixel; paint some background (label 1) "
                         "and some objects (label 2) first.")
     n_classes = check_annotations([s.labels for s in samples], mc.n_classes if model is not None else None)
+    if out is not None:  # after the data checks, so bad input leaves nothing behind
+        check_writable_folder(out)
     if model is None:
         mc = mc.replace(in_channels=samples[0].image.shape[0], class_names=_class_names(n_classes, mc.class_names))
         model = Model.new(mc, seed=tc.seed)

@@ -17,7 +17,7 @@ class LossPlot(QWidget):
         super().__init__(parent)
         self.loss: list[tuple[int, float]] = []
         self.val: list[tuple[int, float]] = []
-        self.setMinimumHeight(110)
+        self.setFixedHeight(120)
         self.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
         self.setToolTip("orange: training loss; green: IoU on held-out annotations")
 
