@@ -81,7 +81,8 @@ def write_array(path: Path, data: np.ndarray) -> None:
 def _progress_printer(total_steps, time_budget):
     from tqdm import tqdm
 
-    from .core.training import Notice, Progress, Started, Validation
+    from .core.training import Progress, Started, Validation
+    from .core.util import Notice
 
     by_steps = total_steps is not None and (time_budget is None)
     bar = tqdm(total=total_steps if by_steps else time_budget, unit="step" if by_steps else "s",
@@ -146,7 +147,7 @@ def cmd_predict(args) -> int:
     from .config import PredictConfig
     from .core.checkpoint import load_model
     from .core.inference import predict_iter, to_labels
-    from .core.util import drain
+    from .core.util import Notice, drain
 
     out = check_output_file(args.out)
     labels_out = check_output_file(args.labels_out) if args.labels_out else None
@@ -159,6 +160,9 @@ def cmd_predict(args) -> int:
     t0 = time.perf_counter()
     with tqdm(total=1, unit="tile", file=sys.stderr, dynamic_ncols=True, mininterval=0.5) as bar:
         def on_event(ev):
+            if isinstance(ev, Notice):
+                bar.write(ev.message, file=sys.stderr)
+                return
             bar.total, bar.n = ev.total, ev.done
             bar.update(0)
 

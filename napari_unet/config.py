@@ -75,6 +75,8 @@ class ModelConfig(_DictMixin):
                "class_names must list 2..255 non-empty names (background first).")
         _check(_is_int(self.depth) and 1 <= self.depth <= 6, f"depth must be in 1..6, got {self.depth!r}.")
         _check(_is_int(self.width) and 1 <= self.width <= 256, f"width must be in 1..256, got {self.width!r}.")
+        _check(self.width * 2 ** self.depth <= 1024,
+               f"width x 2^depth must be at most 1024 channels, got {self.width} x 2^{self.depth}.")
         _check(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}.")
         _check(_is_num(self.norm_low) and _is_num(self.norm_high) and 0 <= self.norm_low < self.norm_high <= 100,
                "norm_low/norm_high must be percentiles with 0 <= low < high <= 100.")

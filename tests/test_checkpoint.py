@@ -46,7 +46,6 @@ def test_missing_and_foreign_folders(tmp_path):
     (lambda c: c.update(model={**c["model"], "evil": 1}), "unknown field"),
     (lambda c: c.update(history="x"), "history"),
     (lambda c: c.update(format_version=99), "newer"),
-    (lambda c: c.update(weights_sha256="0" * 64), "checksum"),
 ])
 def test_invalid_config_is_refused(saved, edit, match):
     _, folder = saved
@@ -89,14 +88,53 @@ def test_pickled_weights_never_execute(saved, monkeypatch, tmp_path):
     assert not (tmp_path / "PWNED").exists()
 
 
-def test_weights_for_other_architecture(saved, tmp_path):
+def test_stale_config_falls_back_to_the_description_inside_the_weights(saved, tmp_path):
+    """What a save killed between its two renames leaves: new weights, the old config.json."""
     _, folder = saved
-    other = save_model(Model.new(TINY.replace(width=8)), tmp_path / "other")
-    cfg = json.loads((folder / "config.json").read_text())
-    cfg["weights_sha256"] = json.loads((other / "config.json").read_text())["weights_sha256"]
-    (folder / "config.json").write_text(json.dumps(cfg))
+    other = save_model(Model.new(TINY.replace(width=8, class_names=("bg", "a", "b"))), tmp_path / "other")
     (folder / "model.safetensors").write_bytes((other / "model.safetensors").read_bytes())
+    loaded = load_model(folder)
+    assert loaded.config.width == 8 and loaded.config.class_names == ("bg", "a", "b")
+
+
+def test_weights_without_description_and_wrong_checksum_are_refused(saved):
+    from safetensors.torch import save
+    import torch
+    _, folder = saved
+    (folder / "model.safetensors").write_bytes(save({"x": torch.zeros(2)}))
+    with pytest.raises(UserError, match="checksum"):
+        load_model(folder)
+
+
+def test_weights_for_other_architecture(saved, tmp_path):
+    from safetensors.torch import save
+    import hashlib
+    import torch
+    _, folder = saved
+    other = Model.new(TINY.replace(width=8))
+    blob = save({k: v.contiguous() for k, v in other.net.state_dict().items()})
+    (folder / "model.safetensors").write_bytes(blob)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    (folder / "config.json").write_text(json.dumps(cfg))
     with pytest.raises(UserError, match="shape"):
+        load_model(folder)
+
+
+def test_oversized_weights_file_is_refused_before_reading(saved):
+    _, folder = saved
+    with open(folder / "model.safetensors", "wb") as f:
+        f.truncate(50_000_000)
+    with pytest.raises(UserError, match="far larger"):
+        load_model(folder)
+
+
+def test_hostile_architecture_is_refused_without_allocating(saved):
+    _, folder = saved
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["model"]["width"], cfg["model"]["depth"] = 256, 6
+    (folder / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UserError, match="at most 1024 channels"):
         load_model(folder)
 
 
@@ -104,3 +142,11 @@ def test_save_leaves_no_temp_files(saved):
     model, folder = saved
     save_model(model, folder)
     assert sorted(p.name for p in folder.iterdir()) == ["config.json", "model.safetensors"]
+
+
+def test_weights_without_config_json_load_from_their_own_description(saved):
+    """What a kill before the first config.json leaves: a self-describing weights file."""
+    model, folder = saved
+    (folder / "config.json").unlink()
+    loaded = load_model(folder)
+    assert loaded.config == model.config and loaded.history == model.history

@@ -3,8 +3,13 @@
 Nothing that loads a model executes code from the folder: weights are read with safetensors (no
 pickle, no ``torch.load``) and the JSON is validated (types, ranges, sizes) before use. Writes are
 atomic: each file goes to a temporary file in the same folder, is fsynced, then ``os.replace``d.
-``config.json`` records the SHA-256 of the weights it belongs to, so a folder whose two files do
-not belong together is refused instead of silently loaded.
+
+Crash safety: ``model.safetensors`` is self-contained: its metadata carries the same description
+as ``config.json``, and it is replaced first (one atomic rename commits a new model).
+``config.json`` is the readable copy and records the SHA-256 of the weights it belongs to. A
+process killed between the two renames leaves a ``config.json`` that names other weights; loading
+then uses the description inside the weights file, which always belongs to them. So a folder
+holds nothing, or the last complete model, never a mix.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save
+from safetensors.torch import load, save
 
 from ..config import ModelConfig
 from ..errors import UserError
@@ -31,6 +36,8 @@ WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 MAX_CONFIG_BYTES = 5_000_000
 MAX_HISTORY = 100_000
+MAX_WEIGHTS_BYTES = 2 * 2**30  # far above the largest allowed architecture
+EMBEDDED = "napari_unet_config"  # safetensors metadata key holding the description
 
 
 def _version() -> str:
@@ -108,7 +115,6 @@ def save_model(model: Model, folder, state: dict | None = None) -> Path:
     """
     folder = check_writable_folder(folder)
     state = {k: v.detach().to("cpu").contiguous() for k, v in (state or model.net.state_dict()).items()}
-    blob = save(state, metadata={"format": FORMAT})
     info = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -118,8 +124,11 @@ def save_model(model: Model, folder, state: dict | None = None) -> Path:
         "patch_size": list(model.patch_size),
         "history": model.history[-MAX_HISTORY:],
         "meta": model.meta,
-        "weights_sha256": hashlib.sha256(blob).hexdigest(),
     }
+    blob = save(state, metadata={"format": FORMAT, EMBEDDED: json.dumps(info)})
+    info["weights_sha256"] = hashlib.sha256(blob).hexdigest()
+    for stale in folder.glob(f".{WEIGHTS}.*.tmp"):  # left by a killed writer
+        stale.unlink(missing_ok=True)
     try:
         _atomic_write(folder / WEIGHTS, blob)
         _atomic_write(folder / CONFIG, json.dumps(info, indent=1).encode())
@@ -141,6 +150,14 @@ def _read_config(folder: Path) -> dict:
         info = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise UserError(f"{path} is not valid JSON ({e}); the model folder is corrupt, save the model again.") from None
+    _validate_info(info, path)
+    if not isinstance(info.get("weights_sha256"), str):
+        raise UserError(f"{path}: field 'weights_sha256' is missing or not a str.")
+    return info
+
+
+def _validate_info(info, path) -> None:
+    """Check the description's types, ranges and sizes (``path`` names where it came from)."""
     if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise UserError(f"{path} is not a napari-unet model config (format field missing or foreign).")
     ver = info.get("format_version")
@@ -148,7 +165,7 @@ def _read_config(folder: Path) -> dict:
         raise UserError(f"{path}: format_version must be a positive integer.")
     if ver > FORMAT_VERSION:
         raise UserError(f"{path} was written by a newer napari-unet (format {ver}); update napari-unet-loop.")
-    for key, kind in (("patch_size", list), ("history", list), ("meta", dict), ("weights_sha256", str)):
+    for key, kind in (("model", dict), ("patch_size", list), ("history", list), ("meta", dict)):
         if not isinstance(info.get(key), kind):
             raise UserError(f"{path}: field '{key}' is missing or not a {kind.__name__}.")
     if len(info["history"]) > MAX_HISTORY or not all(isinstance(h, dict) for h in info["history"]):
@@ -156,7 +173,19 @@ def _read_config(folder: Path) -> dict:
     ps = info["patch_size"]
     if not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 4096 for p in ps) or len(ps) > 3:
         raise UserError(f"{path}: 'patch_size' must be up to 3 integers in 1..4096.")
-    return info
+
+
+def _expected_bytes(config: ModelConfig) -> int:
+    with torch.device("meta"):  # sizes only: allocates nothing, whatever the config says
+        return sum(v.numel() * v.element_size() for v in UNet(config).state_dict().values())
+
+
+def safe_open_metadata(path: Path) -> dict:
+    """The string metadata of a safetensors file (header only; no tensor is read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata() or {}
 
 
 def load_model(folder, device: str | torch.device = "cpu") -> Model:
@@ -168,19 +197,38 @@ def load_model(folder, device: str | torch.device = "cpu") -> Model:
         raise UserError(f"Model folder '{folder}' does not exist; check the path.")
     if not folder.is_dir():
         raise UserError(f"'{folder}' is a file; give the model folder (holding model.safetensors and config.json).")
-    info = _read_config(folder)
-    config = ModelConfig.from_dict(info["model"])
     wpath = folder / WEIGHTS
-    if not wpath.is_file():
-        raise UserError(f"'{folder}' has no {WEIGHTS}; the model folder is incomplete, save the model again.")
+    if not (folder / CONFIG).is_file() and wpath.is_file():
+        info = None  # killed before the first config.json landed: the weights file describes itself
+    else:
+        info = _read_config(folder)
+        if not wpath.is_file():
+            raise UserError(f"'{folder}' has no {WEIGHTS}; the model folder is incomplete, save the model again.")
+    config = ModelConfig.from_dict(info["model"]) if info else None
+    if config is not None and wpath.stat().st_size > 2 * _expected_bytes(config) + MAX_CONFIG_BYTES:
+        raise UserError(f"{wpath} is far larger than the architecture in {CONFIG} needs; it is not this model's "
+                        "weights file.")
+    if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
+        raise UserError(f"{wpath} is larger than any napari-unet model ({MAX_WEIGHTS_BYTES // 2**30} GiB); "
+                        "it is not a model weights file.")
     blob = wpath.read_bytes()
-    if hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
-        raise UserError(f"{wpath} does not match {CONFIG} (different checksum); the folder is corrupt or "
-                        "was edited by hand. Save the model again.")
     try:
-        state = load_file(str(wpath))
+        state = load(blob)
+        embedded = safe_open_metadata(wpath)
     except (SafetensorError, OSError, ValueError) as e:
         raise UserError(f"{wpath} is not a valid safetensors file ({e}); save the model again.") from None
+    if info is None or hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
+        # config.json belongs to other weights (a save was interrupted between its two renames, or
+        # the folder was edited): trust the description stored inside the weights file
+        if EMBEDDED not in embedded:
+            raise UserError(f"{wpath} does not match {CONFIG} (different checksum); the folder is corrupt or "
+                            "was edited by hand. Save the model again.")
+        try:
+            info = json.loads(embedded[EMBEDDED])
+        except json.JSONDecodeError as e:
+            raise UserError(f"{wpath}: its embedded description is not valid JSON ({e}).") from None
+        _validate_info(info, wpath)
+        config = ModelConfig.from_dict(info["model"])
     net = UNet(config)
     expected = net.state_dict()
     if set(state) != set(expected):

@@ -7,6 +7,7 @@ import torch
 from ..errors import UserError
 
 DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+OutOfMemoryError = torch.cuda.OutOfMemoryError  # what running out of GPU memory raises
 
 
 def _mps_available() -> bool:

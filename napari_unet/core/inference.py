@@ -18,9 +18,9 @@ from ..config import PredictConfig
 from ..errors import UserError
 from .checkpoint import Model
 from .data import ImageView, compute_percentiles, normalize
-from .device import get_device
+from .device import OutOfMemoryError, get_device
 from .tiling import tiled_apply
-from .util import drain
+from .util import Notice, drain
 
 DEFAULT_TILE = {2: 512, 3: 96}
 
@@ -84,8 +84,21 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
         def read(region, idx=idx):
             return normalize(view.read(tuple(int(i) for i in idx) + region), percentiles)
 
-        result = yield from _offset(tiled_apply(read, plane_shape, fn, mc.n_classes, tile, config.overlap,
-                                                config.batch_size), planes, total_done)
+        while True:
+            try:
+                result = yield from _offset(tiled_apply(read, plane_shape, fn, mc.n_classes, tile, config.overlap,
+                                                        config.batch_size), planes, total_done)
+                break
+            except OutOfMemoryError:
+                if device.type == "cuda":
+                    torch.cuda.empty_cache()
+                m = mc.size_multiple
+                smaller = tuple(max(m, (t // 2) // m * m) for t in tile)
+                if smaller == tile:
+                    raise UserError("Out of GPU memory even with the smallest tiles; predict on the CPU "
+                                    "(--device cpu).") from None
+                tile = smaller
+                yield Notice(f"Out of GPU memory: retrying with tiles of {tile}.")
         out[(slice(None),) + tuple(idx)] = result
         total_done += 1
     return out

@@ -22,9 +22,9 @@ from ..config import ModelConfig, PredictConfig, TrainConfig, default_presets
 from ..errors import UserError
 from .checkpoint import Model, check_writable_folder, load_model, save_model
 from .data import PatchSampler, Sample, check_annotations, make_samples, split_validation
-from .device import describe, get_device
+from .device import OutOfMemoryError, describe, get_device
 from .inference import predict_iter
-from .util import drain
+from .util import Notice, drain
 
 
 # --------------------------------------------------------------------------- events
@@ -78,11 +78,6 @@ class Preview:
 class Saved:
     step: int
     path: str
-
-
-@dataclass
-class Notice:
-    message: str
 
 
 @dataclass
@@ -285,7 +280,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 scaler.scale(loss).backward()
                 scaler.step(opt)
                 scaler.update()
-            except torch.OutOfMemoryError:
+            except OutOfMemoryError:
                 opt.zero_grad(set_to_none=True)
                 if device.type == "cuda":
                     torch.cuda.empty_cache()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 R = TypeVar("R")
@@ -17,3 +18,10 @@ def drain(gen: Generator[Any, Any, R], on_event: Callable[[Any], None] | None = 
             return stop.value
         if on_event is not None:
             on_event(ev)
+
+
+@dataclass
+class Notice:
+    """Something the user should know that is not an error (e.g. a smaller batch after running out of memory)."""
+
+    message: str

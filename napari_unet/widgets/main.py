@@ -27,6 +27,7 @@ from ..core.data import ImageView, compute_percentiles
 from ..core.device import available_devices, get_device
 from ..core.inference import PredictProgress, predict_iter, to_labels
 from ..core.metrics import agreement
+from ..core.util import Notice
 from ..errors import UserError
 from . import layers as L
 from .combos import LayerCombo
@@ -353,7 +354,7 @@ class UNetWidget(QWidget):
                                       self._class_names_for_output(), key=ev.key)
                 if self.first_preview_seconds is None:
                     self.first_preview_seconds = time.perf_counter() - self._train_started
-        elif isinstance(ev, T.Notice):
+        elif isinstance(ev, Notice):
             show_info(ev.message)
 
     def _class_names_for_output(self):
@@ -413,6 +414,9 @@ class UNetWidget(QWidget):
     def _on_predict_event(self, ev):
         if isinstance(ev, PredictProgress):
             self.progress.setValue(int(1000 * ev.done / max(ev.total, 1)))
+            return
+        if isinstance(ev, Notice):
+            show_info(ev.message)
             return
         _, name, probs = ev
         if name not in self.viewer.layers:
