@@ -31,3 +31,18 @@ def easy2d():
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def notes():
+    """Messages of the napari notifications shown during a test."""
+    from napari.utils.notifications import notification_manager
+
+    got = []
+
+    def grab(n):
+        got.append(str(n.message))
+
+    notification_manager.notification_ready.connect(grab)
+    yield got
+    notification_manager.notification_ready.disconnect(grab)

@@ -4,22 +4,9 @@ import time
 
 import numpy as np
 import pytest
-from napari.utils.notifications import notification_manager
 
 from napari_unet.core.synthetic import make_nuclei, scribbles
 from napari_unet.widgets.main import State, UNetWidget
-
-
-@pytest.fixture
-def notes():
-    got = []
-
-    def grab(n):
-        got.append(str(n.message))
-
-    notification_manager.notification_ready.connect(grab)
-    yield got
-    notification_manager.notification_ready.disconnect(grab)
 
 
 @pytest.fixture
@@ -205,3 +192,37 @@ def test_3d_stack_with_2d_model_uses_annotated_planes(make_napari_viewer, qtbot)
     wait_idle(qtbot, widget)
     assert viewer.layers["stack probabilities"].data.shape == (4, 48, 48)
     assert viewer.layers["stack prediction"].data.shape == (4, 48, 48)
+
+
+def test_worker_exceptions_notify_and_widget_recovers(setup, qtbot, notes, monkeypatch):
+    import napari_unet.widgets.main as main_mod
+
+    viewer, widget, image, syn = setup
+    ann, strokes = paint(widget, syn)
+    real_train = main_mod.T.train
+
+    def broken_train(*a, **k):
+        yield main_mod.T.Notice("about to fail")
+        raise RuntimeError("simulated crash inside training")
+
+    monkeypatch.setattr(main_mod.T, "train", broken_train)
+    widget.train()
+    wait_idle(qtbot, widget)
+    assert any("simulated crash inside training" in n for n in notes)
+    assert widget.train_btn.isEnabled() and widget.model is None
+    monkeypatch.setattr(main_mod.T, "train", real_train)
+    widget.train()  # ready to train again
+    wait_idle(qtbot, widget)
+    qtbot.waitUntil(lambda: widget.worker is None and "cells prediction" in viewer.layers, timeout=20_000)
+    assert widget.model is not None
+
+    def broken_predict(model, jobs):
+        yield main_mod.PredictProgress(0, 1)
+        raise MemoryError("simulated failure inside prediction")
+
+    monkeypatch.setattr(main_mod, "_predict_many", broken_predict)
+    widget.predict()
+    wait_idle(qtbot, widget)
+    assert any("simulated failure inside prediction" in n for n in notes)
+    assert widget.predict_btn.isEnabled()
+    np.testing.assert_array_equal(ann.data, strokes)

@@ -45,7 +45,7 @@ class ImageView:
             raise UserError(f"Image of shape {shape} is empty.")
 
     def read(self, index: tuple) -> np.ndarray:
-        """Read ``index`` (a tuple of ints/slices over the spatial axes) as float32 (C, ...)."""
+        """Read ``index`` (a tuple of ints/slices over the spatial axes) as float (C, ...)."""
         if self.channel_axis is None:
             block = np.asarray(self.array[index])[None]
         else:
@@ -55,7 +55,8 @@ class ImageView:
             # the channel axis moved left by the number of integer indices before it
             ch = self.channel_axis - sum(isinstance(i, (int, np.integer)) for i in index[: self.channel_axis])
             block = np.moveaxis(block, ch, 0)
-        return block.astype(np.float32, copy=False)
+        # float64 stays float64 until normalised: huge values would overflow float32 to inf
+        return block.astype(np.float64 if block.dtype == np.float64 else np.float32, copy=False)
 
 
 def compute_percentiles(view: ImageView, low: float, high: float) -> np.ndarray:
@@ -81,9 +82,9 @@ def normalize(block: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
     hi = percentiles[:, 1].reshape(lo.shape)
     scale = np.where(hi - lo > 1e-12, hi - lo, 1.0)  # a constant image maps to 0, not to NaN
     with np.errstate(invalid="ignore", over="ignore"):
-        out = ((block - lo) / scale).astype(np.float32)
-    np.nan_to_num(out, copy=False, nan=0.0, posinf=CLIP, neginf=-CLIP)
-    return np.clip(out, -CLIP, CLIP, out=out)
+        out = ((block - lo) / scale)
+    out = np.clip(out, -CLIP, CLIP).astype(np.float32)  # NaN passes clip and is zeroed next
+    return np.nan_to_num(out, copy=False, nan=0.0)
 
 
 # --------------------------------------------------------------------------- labels

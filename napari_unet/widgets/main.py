@@ -51,6 +51,20 @@ def _on_destroyed(stop: threading.Event, box: list, *_):
         box[0].quit()
 
 
+class WorkerError(Exception):
+    """An unexpected failure inside a worker, carrying the original's type and message."""
+
+
+def _shielded(fn, *args, **kwargs):
+    """Run generator ``fn`` in a worker. superqt takes a RuntimeError escaping a worker for "the
+    worker was deleted" and drops it without emitting ``errored`` or ``finished`` (torch raises
+    RuntimeError for many real failures), so those are re-raised as WorkerError."""
+    try:
+        return (yield from fn(*args, **kwargs))
+    except RuntimeError as e:
+        raise WorkerError(f"{type(e).__name__}: {e}") from e
+
+
 def _predict_many(model, jobs):
     """Worker body: jobs are (name, data, channel_axis); yields progress, then ("result", name, probs)."""
     for name, data, ax in jobs:
@@ -204,7 +218,7 @@ class UNetWidget(QWidget):
             self.predict_all_btn.setEnabled(self.model is not None)
 
     def notify_error(self, exc: BaseException):
-        msg = str(exc) if isinstance(exc, UserError) else f"{type(exc).__name__}: {exc}"
+        msg = str(exc) if isinstance(exc, (UserError, WorkerError)) else f"{type(exc).__name__}: {exc}"
         self.status_label.setText(f"Error: {msg}")
         show_error(msg)
 
@@ -285,7 +299,7 @@ class UNetWidget(QWidget):
         self._stop.clear()
         if self.model is None:
             self.plot.clear()
-        worker = create_worker(T.train, images, labels, model_config=mc, train_config=tc, init=self.model,
+        worker = create_worker(_shielded, T.train, images, labels, model_config=mc, train_config=tc, init=self.model,
                                channel_axis=axes, from_instances=self.instances_check.isChecked(),
                                preview=self._preview_source if self.preview_check.isChecked() else None,
                                should_stop=self._stop.is_set, _start_thread=False, _ignore_errors=True)
@@ -403,7 +417,7 @@ class UNetWidget(QWidget):
         if not images:
             raise UserError("Select an image layer to predict.")
         jobs = [(img.name, img.data[0] if img.multiscale else img.data, L.channel_axis(img)) for img in images]
-        worker = create_worker(_predict_many, self.model, jobs, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(_shielded, _predict_many, self.model, jobs, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_predict_event)
         self._start(worker, State.PREDICTING)
         self.status_label.setText(f"Predicting {len(jobs)} image(s)...")
