@@ -109,6 +109,10 @@ class TrainConfig(_DictMixin):
     annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
     autosave_every: float = 30.0  # seconds, when an output folder is given
     threads: int | None = None  # torch CPU threads; None leaves torch's setting
+    ema_decay: float = 0.99  # exponential moving average of the weights (0: off); validated and kept
+    class_balance: float = 0.5  # loss weight per class = frequency ** -class_balance (0: plain CE)
+    schedule: str = "cosine"  # learning rate over the steps/time budget: "cosine" decay or "constant"
+    keep: str = "iou"  # which weights to keep: best held-out "iou" (ties: lower loss), lowest "loss", or "last"
 
     def __post_init__(self):
         _check(self.steps is None or (_is_int(self.steps) and self.steps >= 1),
@@ -127,6 +131,10 @@ class TrainConfig(_DictMixin):
         _check(0 <= self.val_fraction < 0.9, "val_fraction must be in [0, 0.9).")
         _check(_is_int(self.validate_every) and self.validate_every >= 1, "validate_every must be >= 1.")
         _check(0 <= self.annotated_fraction <= 1, "annotated_fraction must be in [0, 1].")
+        _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1).")
+        _check(0 <= self.class_balance <= 1, "class_balance must be in [0, 1].")
+        _check(self.schedule in ("cosine", "constant"), "schedule must be 'cosine' or 'constant'.")
+        _check(self.keep in ("iou", "loss", "last"), f"keep must be 'iou', 'loss' or 'last', got {self.keep!r}.")
         _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1), "threads must be >= 1.")
 
 

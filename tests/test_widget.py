@@ -220,7 +220,7 @@ def test_worker_exceptions_notify_and_widget_recovers(setup, qtbot, notes, monke
         yield main_mod.PredictProgress(0, 1)
         raise MemoryError("simulated failure inside prediction")
 
-    monkeypatch.setattr(main_mod, "_predict_many", broken_predict)
+    monkeypatch.setattr(main_mod, "predict_many", broken_predict)
     widget.predict()
     wait_idle(qtbot, widget)
     assert any("simulated failure inside prediction" in n for n in notes)

@@ -7,7 +7,6 @@ worker can stop it) and returning float32 probabilities ``(n_classes, *spatial)`
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Generator
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ from ..config import PredictConfig
 from ..errors import UserError
 from .checkpoint import Model
 from .data import ImageView, compute_percentiles, normalize
-from .device import OutOfMemoryError, get_device
+from .device import OutOfMemoryError, autocast, get_device, memory_format_for
 from .tiling import tiled_apply
 from .util import Notice, drain
 
@@ -29,12 +28,6 @@ DEFAULT_TILE = {2: 512, 3: 96}
 class PredictProgress:
     done: int
     total: int
-
-
-def _autocast(device: torch.device, amp: bool):
-    if amp and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.float16)
-    return contextlib.nullcontext()
 
 
 def _tile_for(model: Model, spatial: tuple[int, ...], tile_size) -> tuple[int, ...]:
@@ -67,14 +60,15 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
     if percentiles is None:
         percentiles = compute_percentiles(view, mc.norm_low, mc.norm_high)
     device = get_device(config.device) if config.device != "auto" else model.device
-    net = model.net.to(device).eval()
+    fmt = memory_format_for(mc.ndim, device)
+    net = model.net.to(device, memory_format=fmt).eval()
     plane_shape = sp[-mc.ndim:]
     tile = _tile_for(model, plane_shape, config.tile_size)
     lead = sp[:-mc.ndim]
 
     def fn(batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode(), _autocast(device, config.amp):
-            x = torch.from_numpy(batch).to(device)
+        with torch.inference_mode(), autocast(device, config.amp):  # CPU prediction stays float32
+            x = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
             return torch.softmax(net(x).float(), dim=1).cpu().numpy()
 
     out = np.zeros((mc.n_classes,) + sp, np.float32)

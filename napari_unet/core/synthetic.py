@@ -21,8 +21,12 @@ class SyntheticImage:
 
 
 def make_nuclei(shape=(256, 256), n: int | None = None, radius: float = 9.0, seed: int = 0,
-                snr: float = 8.0) -> SyntheticImage:
-    """Nuclei image of ``shape`` (2D or 3D). ``n`` defaults to a crowded but not packed density."""
+                snr: float = 8.0, dimmest: float = 0.5, blur: float = 1.2, debris: float = 0.0) -> SyntheticImage:
+    """Nuclei image of ``shape`` (2D or 3D). ``n`` defaults to a crowded but not packed density.
+
+    Harder images: lower ``snr``, lower ``dimmest`` (relative brightness of the dimmest nuclei),
+    more ``blur`` (sigma, pixels), and ``debris`` (bright specks per nucleus, not in the truth).
+    """
     rng = np.random.default_rng(seed)
     shape = tuple(int(s) for s in shape)
     nd = len(shape)
@@ -51,12 +55,19 @@ def make_nuclei(shape=(256, 256), n: int | None = None, radius: float = 9.0, see
             dist = dist + (d[0] / r[0]) ** 2
         inside = dist <= 1
         instances[inside] = k
-        brightness[inside] = rng.uniform(0.5, 1.0)
+        brightness[inside] = rng.uniform(dimmest, 1.0)
     semantic = np.where(instances > 0, 2, 1).astype(np.uint8)
     texture = ndi.gaussian_filter(rng.normal(0, 1, shape), 1.5)
     texture /= texture.std() + 1e-9
     signal = brightness * (1 + 0.15 * texture) * (instances > 0)
-    signal = ndi.gaussian_filter(signal, 1.2)
+    if debris > 0:  # small bright specks outside nuclei: clutter a pixel classifier confuses with nuclei
+        specks = np.zeros(shape, np.float32)
+        n_specks = int(debris * n)
+        idx = tuple(rng.integers(0, s_, n_specks) for s_ in shape)
+        specks[idx] = rng.uniform(0.5, 1.0, n_specks)
+        specks = ndi.grey_dilation(specks, size=(3,) * nd)
+        signal = signal + specks * (instances == 0)
+    signal = ndi.gaussian_filter(signal, blur)
     # uneven illumination: a smooth gradient with a bright spot
     coords = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
     g = rng.normal(0, 1, nd)
@@ -68,13 +79,16 @@ def make_nuclei(shape=(256, 256), n: int | None = None, radius: float = 9.0, see
     return SyntheticImage(image=image, instances=instances, semantic=semantic)
 
 
-def scribbles(semantic: np.ndarray, seed: int = 0, fraction_objects: float = 0.3, n_background: int = 12,
+def scribbles(semantic: np.ndarray, seed: int = 0, fraction_objects: float = 0.3, n_background: int | None = None,
               width: int = 1) -> np.ndarray:
     """Sparse brush strokes: lines inside some objects and across the background, away from edges.
 
+    ``n_background`` defaults to 12 strokes per 256x256 pixels (the same density on any size).
     Returns an annotation array (0 unannotated, 1 background, 2.. classes) of ``semantic``'s shape.
     """
     rng = np.random.default_rng(seed)
+    if n_background is None:
+        n_background = max(1, int(round(12 * semantic.size / 256 ** 2)))
     nd = semantic.ndim
     out = np.zeros(semantic.shape, np.uint8)
     struct = ndi.generate_binary_structure(nd, 1)

@@ -9,7 +9,7 @@ annotations (or the last ones when there was too little annotation to hold any o
 
 from __future__ import annotations
 
-import contextlib
+import copy
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -22,7 +22,7 @@ from ..config import ModelConfig, PredictConfig, TrainConfig, default_presets
 from ..errors import UserError
 from .checkpoint import Model, check_writable_folder, load_model, save_model
 from .data import PatchSampler, Sample, check_annotations, make_samples, split_validation
-from .device import OutOfMemoryError, describe, get_device
+from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
 from .util import Notice, drain
 
@@ -147,6 +147,7 @@ class _Validator:
         self.n_classes = n_classes
 
     def __call__(self, net, device, amp_ctx) -> tuple[float, float]:
+        was_training = net.training
         net.eval()
         loss, count = 0.0, 0
         conf = np.zeros((self.n_classes, self.n_classes), np.int64)
@@ -155,7 +156,7 @@ class _Validator:
                 logits = net(torch.from_numpy(img)[None].to(device)).float()
                 lo, n, cf = _metrics_counts(logits, torch.from_numpy(target)[None].to(device), self.n_classes)
                 loss, count, conf = loss + lo, count + n, conf + cf
-        net.train()
+        net.train(was_training)
         return loss / max(count, 1), mean_object_iou(conf)
 
 
@@ -199,7 +200,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     if model is None:
         mc = mc.replace(in_channels=samples[0].image.shape[0], class_names=_class_names(n_classes, mc.class_names))
         model = Model.new(mc, seed=tc.seed)
-    net = model.net.to(device).train()
+    fmt = memory_format_for(mc.ndim, device)
+    net = model.net.to(device, memory_format=fmt).train()
 
     preset = default_presets(mc.ndim, device.type)[1]
     patch = tc.patch_size or model.patch_size or preset["patch_size"]
@@ -213,13 +215,17 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     sampler = PatchSampler(train_samples, patch, tc.annotated_fraction, tc.augment, seed=tc.seed)
     validator = _Validator(samples, val_regions, tuple(p // 4 for p in patch), mc.n_classes) if val_regions else None
 
-    use_amp = tc.amp and device.type == "cuda"
+    use_amp = tc.amp and device.type == "cuda"  # float16 needs the gradient scaler
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
 
     def amp_ctx():
-        return torch.autocast("cuda", dtype=torch.float16, enabled=use_amp) if use_amp else contextlib.nullcontext()
+        return autocast(device, tc.amp, cpu=True)
 
+    # the averaged weights are the ones validated, previewed and kept: they wobble less step to step
+    eval_net = copy.deepcopy(net).eval() if tc.ema_decay > 0 else net
+    eval_model = Model(net=eval_net, config=mc)
+    class_weight = _class_weights([s.labels for s in train_samples], mc.n_classes, tc.class_balance).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     old_threads = torch.get_num_threads()
@@ -232,7 +238,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     start = time.perf_counter()
     step, last_val_step = 0, -1
     best_score, best_iou, best_step, best_state = None, -1.0, None, None
-    ema = None
+    loss_avg = None
     history_run: list[dict] = []
     last_preview = last_save = start
     warmup = 20
@@ -242,20 +248,20 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 "kept": kept, "warm_start": init is not None, "runs": list(history_run)}
 
     def kept_state():
-        return best_state if best_state is not None else net.state_dict()
+        return best_state if best_state is not None else eval_net.state_dict()
 
     def do_validation():
         nonlocal best_score, best_iou, best_step, best_state, last_val_step
-        vloss, viou = validator(net, device, amp_ctx)
+        vloss, viou = validator(eval_net, device, amp_ctx)
         # higher IoU wins; equal IoU (common once held-out strokes are all right) goes to lower loss
-        score = (-1.0 if np.isnan(viou) else viou, -vloss)
-        improved = best_score is None or score >= best_score
+        score = (-1.0 if np.isnan(viou) else viou, -vloss) if tc.keep == "iou" else (-vloss,)
+        improved = tc.keep != "last" and (best_score is None or score >= best_score)
         if improved:
-            best_score, best_iou, best_step = score, score[0], step
-            best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+            best_score, best_iou, best_step = score, (-1.0 if np.isnan(viou) else viou), step
+            best_state = {k: v.detach().clone() for k, v in eval_net.state_dict().items()}
         last_val_step = step
         history_run.append({"step": step, "time": round(time.perf_counter() - start, 2),
-                            "loss": None if ema is None else round(ema, 5), "val_loss": round(vloss, 5),
+                            "loss": None if loss_avg is None else round(loss_avg, 5), "val_loss": round(vloss, 5),
                             "val_iou": None if np.isnan(viou) else round(viou, 4)})
         return Validation(step, vloss, viou, best_iou, best_step, improved)
 
@@ -269,13 +275,17 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 yield Notice(f"Stopped by the user after {step} steps.")
                 break
             x, y = sampler.batch(batch_size)
-            xt = torch.from_numpy(x).to(device, non_blocking=True)
+            xt = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=fmt)
             yt = torch.from_numpy(y - 1).to(device, non_blocking=True)  # 0 (ignored) -> -1
+            lr = tc.lr * min(1.0, (step + 1) / warmup)
+            if tc.schedule == "cosine":  # decays to 5 % by the end of the budget: a settled final model
+                frac = Progress(step, tc.steps, 0.0, elapsed, tc.time_budget).fraction
+                lr *= 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))
             for g in opt.param_groups:
-                g["lr"] = tc.lr * min(1.0, (step + 1) / warmup)
+                g["lr"] = lr
             try:
                 with amp_ctx():
-                    loss = F.cross_entropy(net(xt).float(), yt, ignore_index=-1)
+                    loss = F.cross_entropy(net(xt).float(), yt, weight=class_weight, ignore_index=-1)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(opt)
@@ -300,7 +310,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             if not np.isfinite(lval):
                 raise UserError("Training diverged (the loss became NaN or infinite); lower the learning rate "
                                 "or check the image for extreme values.")
-            ema = lval if ema is None else 0.9 * ema + 0.1 * lval
+            loss_avg = lval if loss_avg is None else 0.9 * loss_avg + 0.1 * lval
+            if eval_net is not net:
+                _ema_update(eval_net, net, min(tc.ema_decay, (1 + step) / (10 + step)))
             step += 1
             now = time.perf_counter()
             yield Progress(step, tc.steps, lval, now - start, tc.time_budget)
@@ -310,10 +322,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 req = preview()
                 if req is not None:
                     key, img, ax, pct = req
-                    net.eval()
-                    probs = yield from predict_iter(model, img, channel_axis=ax, percentiles=pct,
+                    probs = yield from predict_iter(eval_model, img, channel_axis=ax, percentiles=pct,
                                                     config=PredictConfig(device=str(device), amp=tc.amp))
-                    net.train()
+                    net.train()  # a no-op with averaged weights; without, the preview switched net to eval
                     yield Preview(step, key, probs)
                 last_preview = time.perf_counter()
             if out is not None and now - last_save >= tc.autosave_every and step > 0:
@@ -332,7 +343,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         kept = (f"best on held-out annotations: step {best_step} of {step}"
                 + (f" (IoU {best_iou:.3f})" if best_iou >= 0 else ""))
     else:
-        kept = f"last weights (step {step}; too little annotation to hold some out for validation)"
+        net.load_state_dict(eval_net.state_dict())
+        which = "averaged" if eval_net is not net else "last"
+        kept = f"{which} weights (step {step}; too little annotation to hold some out for validation)"
     net.eval()
     final = _with_history(model, [session(step, kept)], patch)
     if out is not None:
@@ -341,6 +354,24 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     return TrainResult(model=final, steps=step, seconds=seconds, device=dev_name, kept=kept,
                        best_iou=best_iou if best_state is not None and best_iou >= 0 else None,
                        best_step=best_step, history=final.history)
+
+
+def _class_weights(labels_list, n_classes: int, power: float) -> torch.Tensor:
+    """Loss weight per class, frequency ** -power over the training annotations (mean 1)."""
+    counts = np.zeros(n_classes, np.float64)
+    for lab in labels_list:
+        counts += np.bincount(lab.ravel(), minlength=n_classes + 1)[1:n_classes + 1]
+    freq = counts / max(counts.sum(), 1)
+    w = np.where(counts > 0, np.maximum(freq, 1e-6) ** -power, 1.0)
+    return torch.tensor(w / w.mean(), dtype=torch.float32)
+
+
+@torch.no_grad()
+def _ema_update(avg: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
+    avg_p = [p for p in avg.parameters()]
+    torch._foreach_lerp_(avg_p, [p.detach() for p in net.parameters()], 1 - decay)
+    for a, b in zip(avg.buffers(), net.buffers()):
+        a.copy_(b)  # batch-norm statistics: already running averages
 
 
 def _with_history(model: Model, entries: list[dict], patch) -> Model:

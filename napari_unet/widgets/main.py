@@ -25,13 +25,14 @@ from ..core import training as T
 from ..core.checkpoint import load_model, save_model
 from ..core.data import ImageView, compute_percentiles
 from ..core.device import available_devices, get_device
-from ..core.inference import PredictProgress, predict_iter, to_labels
+from ..core.inference import PredictProgress, to_labels
 from ..core.metrics import agreement
 from ..core.util import Notice
 from ..errors import UserError
 from . import layers as L
 from .combos import LayerCombo
 from .plot import LossPlot
+from .workers import WorkerError, on_viewer_closed, predict_many, shielded
 
 GUI_THREADS = max(1, (os.cpu_count() or 2) - 1)  # leave a core to napari's event loop
 MAX_3D_PREVIEW_VOXELS = 8_000_000
@@ -44,32 +45,17 @@ class State(Enum):
     PREDICTING = "predicting"
 
 
-def _on_destroyed(stop: threading.Event, box: list, *_):
-    """The viewer closed: end any worker at its next yield (no reference to the dead widget)."""
-    stop.set()
-    if box and box[0] is not None:
-        box[0].quit()
-
-
-class WorkerError(Exception):
-    """An unexpected failure inside a worker, carrying the original's type and message."""
-
-
-def _shielded(fn, *args, **kwargs):
-    """Run generator ``fn`` in a worker. superqt takes a RuntimeError escaping a worker for "the
-    worker was deleted" and drops it without emitting ``errored`` or ``finished`` (torch raises
-    RuntimeError for many real failures), so those are re-raised as WorkerError."""
-    try:
-        return (yield from fn(*args, **kwargs))
-    except RuntimeError as e:
-        raise WorkerError(f"{type(e).__name__}: {e}") from e
-
-
-def _predict_many(model, jobs):
-    """Worker body: jobs are (name, data, channel_axis); yields progress, then ("result", name, probs)."""
-    for name, data, ax in jobs:
-        probs = yield from predict_iter(model, data, channel_axis=ax)
-        yield ("result", name, probs)
+def _button_row(form: QFormLayout, *specs) -> list[QPushButton]:
+    """A row of buttons, each (text, handler), added to ``form``."""
+    row = QHBoxLayout()
+    buttons = []
+    for text, handler in specs:
+        button = QPushButton(text)
+        button.clicked.connect(handler)
+        row.addWidget(button)
+        buttons.append(button)
+    form.addRow(row)
+    return buttons
 
 
 class UNetWidget(QWidget):
@@ -94,7 +80,7 @@ class UNetWidget(QWidget):
                    self.viewer.layers.events.moved):
             ev.connect(self.reset_choices)
         self.viewer.dims.events.current_step.connect(self._update_preview_request)
-        self.destroyed.connect(partial(_on_destroyed, self._stop, self._worker_box))
+        self.destroyed.connect(partial(on_viewer_closed, self._stop, self._worker_box))
         self._set_state(State.IDLE)
         self._show_model_info()
 
@@ -137,14 +123,8 @@ class UNetWidget(QWidget):
         f.addRow("device", self.device_combo)
         f.addRow("time budget", self.budget_spin)
         f.addRow(self.preview_check)
-        row = QHBoxLayout()
-        self.train_btn = QPushButton("Train")
-        self.stop_btn = QPushButton("Stop")
-        self.new_model_btn = QPushButton("New model")
-        for b, h in ((self.train_btn, self.train), (self.stop_btn, self.stop), (self.new_model_btn, self.new_model)):
-            b.clicked.connect(h)
-            row.addWidget(b)
-        f.addRow(row)
+        self.train_btn, self.stop_btn, self.new_model_btn = _button_row(
+            f, ("Train", self.train), ("Stop", self.stop), ("New model", self.new_model))
         self.progress = QProgressBar()
         self.progress.setRange(0, 1000)
         self.status_label = QLabel()
@@ -157,14 +137,8 @@ class UNetWidget(QWidget):
 
         rv = QGroupBox("3. Review and correct")
         f = QFormLayout(rv)
-        row = QHBoxLayout()
-        self.predict_btn = QPushButton("Predict")
-        self.predict_all_btn = QPushButton("Predict all images")
-        self.predict_btn.clicked.connect(lambda: self.predict())
-        self.predict_all_btn.clicked.connect(lambda: self.predict(all_images=True))
-        row.addWidget(self.predict_btn)
-        row.addWidget(self.predict_all_btn)
-        f.addRow(row)
+        self.predict_btn, self.predict_all_btn = _button_row(
+            f, ("Predict", lambda: self.predict()), ("Predict all images", lambda: self.predict(all_images=True)))
         self.accept_btn = QPushButton("Accept prediction into annotations")
         self.accept_btn.setToolTip("Fills the pixels you have not painted with the prediction (Ctrl+Z undoes). "
                                    "Then fix its mistakes with the brush and train again.")
@@ -177,14 +151,8 @@ class UNetWidget(QWidget):
 
         md = QGroupBox("4. Model")
         f = QFormLayout(md)
-        row = QHBoxLayout()
-        self.save_btn = QPushButton("Save model...")
-        self.load_btn = QPushButton("Load model...")
-        self.save_btn.clicked.connect(self._save_dialog)
-        self.load_btn.clicked.connect(self._load_dialog)
-        row.addWidget(self.save_btn)
-        row.addWidget(self.load_btn)
-        f.addRow(row)
+        self.save_btn, self.load_btn = _button_row(f, ("Save model...", self._save_dialog),
+                                                   ("Load model...", self._load_dialog))
         self.model_label = QLabel()
         self.model_label.setWordWrap(True)
         self.model_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
@@ -299,7 +267,7 @@ class UNetWidget(QWidget):
         self._stop.clear()
         if self.model is None:
             self.plot.clear()
-        worker = create_worker(_shielded, T.train, images, labels, model_config=mc, train_config=tc, init=self.model,
+        worker = create_worker(shielded, T.train, images, labels, model_config=mc, train_config=tc, init=self.model,
                                channel_axis=axes, from_instances=self.instances_check.isChecked(),
                                preview=self._preview_source if self.preview_check.isChecked() else None,
                                should_stop=self._stop.is_set, _start_thread=False, _ignore_errors=True)
@@ -417,7 +385,7 @@ class UNetWidget(QWidget):
         if not images:
             raise UserError("Select an image layer to predict.")
         jobs = [(img.name, img.data[0] if img.multiscale else img.data, L.channel_axis(img)) for img in images]
-        worker = create_worker(_shielded, _predict_many, self.model, jobs, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(shielded, predict_many, self.model, jobs, _start_thread=False, _ignore_errors=True)
         worker.yielded.connect(self._on_predict_event)
         self._start(worker, State.PREDICTING)
         self.status_label.setText(f"Predicting {len(jobs)} image(s)...")
