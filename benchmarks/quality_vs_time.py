@@ -26,6 +26,7 @@ from napari_unet.core.device import describe, get_device
 from napari_unet.core.inference import predict, to_labels
 from napari_unet.core.synthetic import make_nuclei, scribbles
 from napari_unet.core.training import train_blocking
+from napari_unet.core.util import Notice
 
 # noisy widefield-like nuclei, dim ones among bright ones: hard enough that the random forest
 # lands near the IoU 0.88 that users see from it on real nuclei
@@ -93,9 +94,12 @@ def unet_curve(syn, ann, half, times, device="auto", seed=0, model_over=None, tr
     arch.update(model_over or {})
     out = {}
     for t in times:
+        skipped = []
         result = train_blocking(syn.image, ann, model_config=ModelConfig(ndim=ndim, **arch),
-                                train_config=TrainConfig(time_budget=t, device=device, seed=seed, **(train_over or {})))
-        out[t] = (heldout_iou(to_labels(predict(result.model, syn.image)), syn, half), result.steps)
+                                train_config=TrainConfig(time_budget=t, device=device, seed=seed, **(train_over or {})),
+                                on_event=lambda e: skipped.append(e) if isinstance(e, Notice) else None)
+        out[t] = (heldout_iou(to_labels(predict(result.model, syn.image)), syn, half),
+                  f"{result.steps}" + (f", {len(skipped)} skipped" if skipped else ""))
     return out
 
 

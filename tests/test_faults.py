@@ -100,3 +100,28 @@ def test_sigkill_during_training_leaves_nothing_or_a_complete_model(tmp_path, se
     model = load_model(folder)  # never a corrupt model
     assert model.config.width == 4
     assert np.isfinite(predict(model, np.zeros((16, 16), np.float32))).all()
+
+
+def test_non_finite_steps_are_skipped_then_refused(easy2d, monkeypatch):
+    syn, ann = easy2d
+    model = Model.new(TINY, seed=0)
+    forward = model.net.forward
+    calls = {"n": 0}
+
+    def sometimes_nan(x):
+        out = forward(x)
+        if model.net.training:
+            calls["n"] += 1
+            if calls["n"] in (2, 3):
+                return out * float("nan")
+        return out
+
+    monkeypatch.setattr(model.net, "forward", sometimes_nan)
+    events = []
+    result = drain(train(syn.image, ann, init=model, train_config=tiny_train(steps=4, val_fraction=0)), events.append)
+    assert result.steps == 4
+    assert sum(isinstance(e, Notice) and "non-finite" in e.message for e in events) == 2
+    assert all(torch.isfinite(p).all() for p in result.model.net.parameters())
+    monkeypatch.setattr(model.net, "forward", lambda x: forward(x) * float("nan"))
+    with pytest.raises(UserError, match="diverged"):
+        drain(train(syn.image, ann, init=model, train_config=tiny_train(steps=4, val_fraction=0)))

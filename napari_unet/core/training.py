@@ -27,6 +27,10 @@ from .inference import predict_iter
 from .util import Notice, drain
 
 
+GRAD_CLIP = 10.0  # gradient norm clip: a spike cannot wreck the weights
+MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
+
+
 # --------------------------------------------------------------------------- events
 @dataclass
 class Started:
@@ -242,6 +246,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     history_run: list[dict] = []
     last_preview = last_save = start
     warmup = 20
+    bad_steps = 0
 
     def session(n_steps: int, kept: str) -> dict:
         return {"steps": n_steps, "seconds": round(time.perf_counter() - start, 2), "device": dev_name,
@@ -285,11 +290,18 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 g["lr"] = lr
             try:
                 with amp_ctx():
-                    loss = F.cross_entropy(net(xt).float(), yt, weight=class_weight, ignore_index=-1)
+                    logits = net(xt)
+                loss = F.cross_entropy(logits.float(), yt, weight=class_weight, ignore_index=-1)
                 opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(opt)
-                scaler.update()
+                finite = bool(torch.isfinite(loss))
+                if finite:
+                    scaler.scale(loss).backward()
+                    scaler.unscale_(opt)
+                    norm = torch.nn.utils.clip_grad_norm_(net.parameters(), GRAD_CLIP)
+                    finite = use_amp or bool(torch.isfinite(norm))  # the scaler skips inf steps itself
+                if finite:
+                    scaler.step(opt)
+                    scaler.update()
             except OutOfMemoryError:
                 opt.zero_grad(set_to_none=True)
                 if device.type == "cuda":
@@ -306,10 +318,15 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 sampler.patch = patch
                 yield Notice(f"Out of GPU memory: patch size lowered to {patch}.")
                 continue
+            if not finite:  # a rare non-finite loss or gradient (low precision): skip the step, keep going
+                bad_steps += 1
+                if bad_steps > MAX_BAD_STEPS:
+                    raise UserError("Training diverged (the loss stayed NaN or infinite); lower the learning rate "
+                                    "or check the image for extreme values.")
+                yield Notice(f"Skipped a step with a non-finite loss or gradient ({bad_steps} in a row).")
+                continue
+            bad_steps = 0
             lval = float(loss.item())
-            if not np.isfinite(lval):
-                raise UserError("Training diverged (the loss became NaN or infinite); lower the learning rate "
-                                "or check the image for extreme values.")
             loss_avg = lval if loss_avg is None else 0.9 * loss_avg + 0.1 * lval
             if eval_net is not net:
                 _ema_update(eval_net, net, min(tc.ema_decay, (1 + step) / (10 + step)))
