@@ -3,6 +3,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 import napari_unet
@@ -53,5 +54,3 @@ def test_demo_viewer_docks_widget(make_napari_viewer):
     finally:
         viewer.close()
 
-
-import numpy as np  # noqa: E402
