@@ -78,9 +78,12 @@ def compute_percentiles(view: ImageView, low: float, high: float) -> np.ndarray:
 
 def normalize(block: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
     """Map percentiles (C, 2) to 0..1 per channel; NaN becomes 0, infinities and outliers are clipped."""
-    lo = percentiles[:, 0].reshape((-1,) + (1,) * (block.ndim - 1))
-    hi = percentiles[:, 1].reshape(lo.shape)
+    # in the block's precision: float32 tiles stay float32, float64 keeps huge values finite
+    dtype = block.dtype if block.dtype.kind == "f" else np.dtype(np.float32)
+    shape = (-1,) + (1,) * (block.ndim - 1)
+    lo, hi = percentiles[:, 0], percentiles[:, 1]
     scale = np.where(hi - lo > 1e-12, hi - lo, 1.0)  # a constant image maps to 0, not to NaN
+    lo, scale = lo.reshape(shape).astype(dtype), scale.reshape(shape).astype(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         out = ((block - lo) / scale)
     out = np.clip(out, -CLIP, CLIP).astype(np.float32)  # NaN passes clip and is zeroed next

@@ -22,6 +22,18 @@ def iou_per_class(pred: np.ndarray, truth: np.ndarray, n_classes: int) -> list[f
     return out
 
 
+def mean_object_iou(conf: np.ndarray) -> float:
+    """Mean IoU over object classes (all but background) from a confusion matrix (truth x prediction),
+    over the classes present in truth or prediction; NaN when none is."""
+    ious = []
+    for c in range(1, conf.shape[0]):
+        tp = conf[c, c]
+        denom = conf[c, :].sum() + conf[:, c].sum() - tp
+        if denom > 0:
+            ious.append(tp / denom)
+    return float(np.mean(ious)) if ious else float("nan")
+
+
 def dice(a: np.ndarray, b: np.ndarray) -> float:
     """Dice overlap of two boolean masks (1.0 when both are empty)."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)

@@ -21,9 +21,10 @@ import torch.nn.functional as F
 from ..config import ModelConfig, PredictConfig, TrainConfig, default_presets
 from ..errors import UserError
 from .checkpoint import Model, check_writable_folder, load_model, save_model
-from .data import PatchSampler, Sample, check_annotations, make_samples, split_validation
+from .data import PatchSampler, Sample, check_annotations, class_counts, make_samples, split_validation
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
+from .metrics import mean_object_iou
 from .util import Notice, drain
 
 
@@ -53,12 +54,17 @@ class Progress:
 
     @property
     def fraction(self) -> float:
-        parts = []
-        if self.steps:
-            parts.append(self.step / self.steps)
-        if self.time_budget:
-            parts.append(self.elapsed / self.time_budget)
-        return min(1.0, max(parts)) if parts else 0.0
+        return budget_fraction(self.step, self.steps, self.elapsed, self.time_budget)
+
+
+def budget_fraction(step: int, steps: int | None, elapsed: float, time_budget: float | None) -> float:
+    """How much of the training budget is used: the larger of the step and time fractions."""
+    parts = []
+    if steps:
+        parts.append(step / steps)
+    if time_budget:
+        parts.append(elapsed / time_budget)
+    return min(1.0, max(parts)) if parts else 0.0
 
 
 @dataclass
@@ -121,17 +127,6 @@ def _metrics_counts(logits: torch.Tensor, target: torch.Tensor, n_classes: int):
     gt = target[mask]
     conf = torch.bincount(gt * n_classes + pred, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
     return loss, int(mask.sum()), conf.cpu().numpy()
-
-
-def mean_object_iou(conf: np.ndarray) -> float:
-    """Mean IoU over object classes (all but background) present in truth or prediction."""
-    ious = []
-    for c in range(1, conf.shape[0]):
-        tp = conf[c, c]
-        denom = conf[c, :].sum() + conf[:, c].sum() - tp
-        if denom > 0:
-            ious.append(tp / denom)
-    return float(np.mean(ious)) if ious else float("nan")
 
 
 class _Validator:
@@ -284,7 +279,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             yt = torch.from_numpy(y - 1).to(device, non_blocking=True)  # 0 (ignored) -> -1
             lr = tc.lr * min(1.0, (step + 1) / warmup)
             if tc.schedule == "cosine":  # decays to 5 % by the end of the budget: a settled final model
-                frac = Progress(step, tc.steps, 0.0, elapsed, tc.time_budget).fraction
+                frac = budget_fraction(step, tc.steps, elapsed, tc.time_budget)
                 lr *= 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))
             for g in opt.param_groups:
                 g["lr"] = lr
@@ -376,8 +371,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
 def _class_weights(labels_list, n_classes: int, power: float) -> torch.Tensor:
     """Loss weight per class, frequency ** -power over the training annotations (mean 1)."""
     counts = np.zeros(n_classes, np.float64)
-    for lab in labels_list:
-        counts += np.bincount(lab.ravel(), minlength=n_classes + 1)[1:n_classes + 1]
+    present = class_counts(labels_list)[1:n_classes + 1]
+    counts[:len(present)] = present
     freq = counts / max(counts.sum(), 1)
     w = np.where(counts > 0, np.maximum(freq, 1e-6) ** -power, 1.0)
     return torch.tensor(w / w.mean(), dtype=torch.float32)
