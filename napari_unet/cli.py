@@ -8,73 +8,55 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
-import tempfile
+import threading
 import time
-from pathlib import Path
-
 import numpy as np
 
 from .errors import UserError
 
-IMAGE_SUFFIXES = (".tif", ".tiff", ".npy", ".zarr")
+from .core.io import IMAGE_SUFFIXES, check_distinct, check_output_file, read_array, write_array  # noqa: F401
+
+EXIT_SIGINT, EXIT_SIGTERM = 130, 143  # 128 + signal number, the shell convention
 
 
-# --------------------------------------------------------------------------- file helpers
-def read_array(path, what: str = "image"):
-    """Read a TIFF, .npy or .zarr file; zarr stays lazy (read tile by tile)."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"The {what} file '{p}' does not exist; check the path.")
-    suffix = p.suffix.lower()
-    try:
-        if suffix in (".tif", ".tiff"):
-            import tifffile
-
-            return tifffile.imread(p)
-        if suffix == ".npy":
-            return np.load(p, allow_pickle=False)
-        if suffix == ".zarr":
-            import zarr
-
-            return zarr.open(str(p), mode="r")
-    except (ValueError, OSError, KeyError) as e:
-        raise UserError(f"Cannot read the {what} file '{p}' ({e}); is it a valid {suffix} file?") from None
-    raise UserError(f"The {what} file '{p}' has an unsupported type; use one of {', '.join(IMAGE_SUFFIXES)}.")
+class Terminated(BaseException):
+    """Raised by the SIGTERM handler so temporary files are cleaned up on the way out."""
 
 
-def check_output_file(path) -> Path:
-    """Fail before any work when ``path`` cannot be written."""
-    p = Path(path)
-    if p.suffix.lower() not in (".tif", ".tiff", ".npy"):
-        raise UserError(f"Output '{p}' must end in .tif, .tiff or .npy.")
-    parent = p.parent if str(p.parent) else Path(".")
-    if not parent.is_dir():
-        raise UserError(f"The folder of the output '{p}' does not exist; create it first.")
-    if not os.access(parent, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
-        raise UserError(f"Cannot write '{p}': permission denied; choose a writable location.")
-    if p.is_dir():
-        raise UserError(f"Output '{p}' is a folder; give a file name.")
-    return p
+def _raise_terminated(signum, frame):
+    raise Terminated()
 
 
-def write_array(path: Path, data: np.ndarray) -> None:
-    """Write atomically: a temporary file in the same folder, then rename."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        if path.suffix.lower() == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, data)
-        else:
-            import tifffile
+class _StopOnSignal:
+    """While training: the first SIGINT/SIGTERM asks the loop to stop (like the widget's Stop); the loop
+    then keeps the best weights and saves them. A second SIGINT interrupts at once."""
 
-            tifffile.imwrite(tmp, data, compression="zlib")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    def __init__(self):
+        self.signum = None
+        self.old = {}
+
+    def __call__(self, signum, frame):
+        if self.signum is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+        print(f"\nnapari-unet: {signal.Signals(signum).name} received: stopping after this step and saving "
+              "(Ctrl+C again to quit at once)", file=sys.stderr)
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self.old[sig] = signal.signal(sig, self)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, h in self.old.items():
+            signal.signal(sig, h)
+
+    def should_stop(self) -> bool:
+        return self.signum is not None
 
 
 # --------------------------------------------------------------------------- commands
@@ -113,6 +95,11 @@ def cmd_train(args) -> int:
     if len(args.image) != len(args.labels):
         raise UserError(f"Give one --labels per --image (got {len(args.image)} image(s) and "
                         f"{len(args.labels)} label file(s)).")
+    from .core.checkpoint import check_model_target
+
+    check_distinct({"--image": p for p in args.image} | {"--labels": p for p in args.labels},
+                   {"--out": args.out})
+    check_model_target(args.out, args.overwrite, flag="--overwrite")
     tc_kwargs = dict(seed=args.seed, device=args.device)
     if args.steps is not None or args.time_budget is not None:
         tc_kwargs.update(steps=args.steps, time_budget=args.time_budget)
@@ -132,12 +119,17 @@ def cmd_train(args) -> int:
     images = [read_array(p) for p in args.image]
     labels = [np.asarray(read_array(p, "labels")) for p in args.labels]
     bar, on_event = _progress_printer(tc.steps, tc.time_budget)
-    try:
-        result = train_blocking(images, labels, model_config=mc, train_config=tc, init=args.init,
-                                channel_axis=args.channel_axis, from_instances=args.from_instances, out=args.out,
-                                on_event=on_event)
-    finally:
-        bar.close()
+    with _StopOnSignal() as stop:
+        try:
+            result = train_blocking(images, labels, model_config=mc, train_config=tc, init=args.init,
+                                    channel_axis=args.channel_axis, from_instances=args.from_instances,
+                                    out=args.out, on_event=on_event, should_stop=stop.should_stop)
+        finally:
+            bar.close()
+    if stop.signum is not None:
+        print(f"interrupted, model saved to {args.out}: {result.steps} steps in {result.seconds:.1f} s; "
+              f"kept {result.kept}", file=sys.stderr)
+        return EXIT_SIGINT if stop.signum == signal.SIGINT else EXIT_SIGTERM
     print(f"saved model to {args.out}: {result.steps} steps in {result.seconds:.1f} s on {result.device}; "
           f"kept {result.kept}")
     return 0
@@ -149,6 +141,8 @@ def cmd_predict(args) -> int:
     from .core.inference import predict_iter, to_labels
     from .core.util import Notice, drain
 
+    model_files = {f"--model's {n}": os.path.join(args.model, n) for n in ("model.safetensors", "config.json")}
+    check_distinct({"--image": args.image, **model_files}, {"--out": args.out, "--labels-out": args.labels_out})
     out = check_output_file(args.out)
     labels_out = check_output_file(args.labels_out) if args.labels_out else None
     model = load_model(args.model, args.device)
@@ -242,6 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--image", action="append", required=True, help="image file (repeat for several)")
     t.add_argument("--labels", action="append", required=True, help="annotation file, one per --image")
     t.add_argument("--out", required=True, help="model folder to write (autosaved during training)")
+    t.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     t.add_argument("--time-budget", type=float, default=None, help="seconds of training (default 60)")
     t.add_argument("--steps", type=int, default=None, help="number of training steps")
     t.add_argument("--ndim", type=int, choices=(2, 3), default=2, help="2D (plane by plane) or 3D model")
@@ -287,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
+    old_term = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None  # temp files go too
     try:
         return args.func(args)
     except UserError as e:
@@ -294,7 +291,13 @@ def main(argv=None) -> int:
         return 2
     except KeyboardInterrupt:
         print("napari-unet: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_SIGINT
+    except Terminated:
+        print("napari-unet: terminated", file=sys.stderr)
+        return EXIT_SIGTERM
+    except MemoryError:
+        print("napari-unet: error: out of memory; use a smaller image, tile size or batch size", file=sys.stderr)
+        return 2
     except Exception as e:  # noqa: BLE001 - one line, not a traceback, unless --debug
         if args.debug:
             raise
@@ -302,6 +305,9 @@ def main(argv=None) -> int:
         print(f"napari-unet: unexpected error: {type(e).__name__}: {msg} (rerun with --debug for details)",
               file=sys.stderr)
         return 1
+    finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,16 +18,16 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load, save
+from safetensors.torch import save
 
 from ..config import ModelConfig
 from ..errors import UserError
+from .io import TMP_TAG, disk_error, remove_stale_temps, temp_path
 from .model import UNet
 
 FORMAT = "napari-unet-loop"
@@ -71,8 +71,9 @@ class Model:
 
 
 def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    tmp = temp_path(path)  # names this process: concurrent writers never remove each other's files
     try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0o666 minus the umask
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -127,15 +128,66 @@ def save_model(model: Model, folder, state: dict | None = None) -> Path:
     }
     blob = save(state, metadata={"format": FORMAT, EMBEDDED: json.dumps(info)})
     info["weights_sha256"] = hashlib.sha256(blob).hexdigest()
-    for stale in folder.glob(f".{WEIGHTS}.*.tmp"):  # left by a killed writer
-        stale.unlink(missing_ok=True)
+    remove_stale_temps(folder)  # left by killed writers; a live writer's files stay
     try:
         _atomic_write(folder / WEIGHTS, blob)
         _atomic_write(folder / CONFIG, json.dumps(info, indent=1).encode())
     except OSError as e:
-        raise UserError(f"Could not write the model to '{folder}': {e.strerror}; check the space and "
-                        "permissions there.") from None
+        raise disk_error(e, folder, "save the model to another folder") from None
     return folder
+
+
+def is_model_folder(folder) -> bool:
+    """True when ``folder`` holds a napari-unet model (its config.json or weights say so)."""
+    folder = Path(folder)
+    try:
+        cfg = folder / CONFIG
+        if cfg.is_file() and cfg.stat().st_size <= MAX_CONFIG_BYTES:
+            info = json.loads(cfg.read_text(encoding="utf-8"))
+            if isinstance(info, dict) and info.get("format") == FORMAT:
+                return True
+    except (OSError, ValueError, RecursionError):
+        pass
+    try:
+        return (folder / WEIGHTS).is_file() and safe_open_metadata(folder / WEIGHTS).get("format") == FORMAT
+    except (OSError, ValueError, SafetensorError):
+        return False
+
+
+def check_model_target(folder, overwrite: bool = False, flag: str = "overwrite") -> Path:
+    """Check ``folder`` may receive a model, before any work.
+
+    Refuses a file, a non-empty folder that is not a napari-unet model (the user's own files), and
+    an existing model unless ``overwrite`` (``flag`` names the option that allows it).
+    """
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"Model output '{folder}' is a file, not a folder; choose a folder path.")
+    if not folder.exists():
+        return folder
+    try:
+        entries = [e.name for e in os.scandir(folder) if f".{TMP_TAG}-" not in e.name]
+    except OSError as e:
+        raise UserError(f"Cannot list the folder '{folder}' ({e.strerror}); choose a readable, writable folder.") from None
+    if not entries:
+        return folder
+    if is_model_folder(folder):
+        if not overwrite:
+            raise UserError(f"'{folder}' already holds a napari-unet model; pass {flag} to replace it, or choose "
+                            "another folder.")
+        return folder
+    shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
+    raise UserError(f"'{folder}' is not empty and not a napari-unet model folder (it holds {shown}); choose an "
+                    "empty or new folder so nothing of yours is replaced.")
+
+
+def _parse_json(text: str, path) -> object:
+    try:
+        return json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}); the model folder is corrupt, save the model again.") from None
+    except RecursionError:
+        raise UserError(f"{path} is nested too deeply; it is not a napari-unet model config.") from None
 
 
 def _read_config(folder: Path) -> dict:
@@ -147,13 +199,38 @@ def _read_config(folder: Path) -> dict:
         raise UserError(f"{path} is larger than {MAX_CONFIG_BYTES // 1_000_000} MB; it is not a napari-unet "
                         "model config.")
     try:
-        info = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise UserError(f"Cannot read {path} ({e.strerror}); check the folder's permissions.") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
         raise UserError(f"{path} is not valid JSON ({e}); the model folder is corrupt, save the model again.") from None
+    info = _parse_json(text, path)
     _validate_info(info, path)
     if not isinstance(info.get("weights_sha256"), str):
         raise UserError(f"{path}: field 'weights_sha256' is missing or not a str.")
     return info
+
+
+_NUM = (int, float)
+# history entries written by training: key -> allowed types (None allowed where listed)
+_SESSION_TYPES = {"steps": (int,), "seconds": _NUM, "device": (str,), "kept": (str,), "warm_start": (bool,),
+                  "runs": (list,)}
+_RUN_TYPES = {"step": (int,), "time": _NUM, "loss": _NUM + (type(None),), "val_loss": _NUM,
+              "val_iou": _NUM + (type(None),)}
+
+
+def _check_entry(entry: dict, types: dict, path, where: str) -> None:
+    for key, kinds in types.items():
+        if key not in entry:
+            continue
+        v = entry[key]
+        if (isinstance(v, bool) and bool not in kinds) or not isinstance(v, kinds):
+            raise UserError(f"{path}: {where} field '{key}' has the wrong type ({type(v).__name__}); the model "
+                            "folder was edited or is corrupt. Save the model again.")
+        if kinds == (int,) and v < 0:
+            raise UserError(f"{path}: {where} field '{key}' is {v}; the model folder is corrupt.")
 
 
 def _validate_info(info, path) -> None:
@@ -170,6 +247,12 @@ def _validate_info(info, path) -> None:
             raise UserError(f"{path}: field '{key}' is missing or not a {kind.__name__}.")
     if len(info["history"]) > MAX_HISTORY or not all(isinstance(h, dict) for h in info["history"]):
         raise UserError(f"{path}: 'history' must be a list of at most {MAX_HISTORY} objects.")
+    for i, h in enumerate(info["history"]):
+        _check_entry(h, _SESSION_TYPES, path, f"history[{i}]")
+        for j, r in enumerate(h.get("runs", [])):
+            if not isinstance(r, dict):
+                raise UserError(f"{path}: history[{i}].runs[{j}] is not an object; the model folder is corrupt.")
+            _check_entry(r, _RUN_TYPES, path, f"history[{i}].runs[{j}]")
     ps = info["patch_size"]
     if not all(isinstance(p, int) and not isinstance(p, bool) and 1 <= p <= 4096 for p in ps) or len(ps) > 3:
         raise UserError(f"{path}: 'patch_size' must be up to 3 integers in 1..4096.")
@@ -188,11 +271,30 @@ def safe_open_metadata(path: Path) -> dict:
         return f.metadata() or {}
 
 
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def load_model(folder, device: str | torch.device = "cpu") -> Model:
     """Load and validate a model folder. Never unpickles; raises UserError with the fix on problems."""
+    try:
+        return _load_model(Path(folder), device)
+    except PermissionError as e:
+        raise UserError(f"Cannot read the model folder '{folder}': permission denied ({e.filename}); check its "
+                        "permissions.") from None
+    except MemoryError:
+        raise UserError(f"Not enough memory to load the model in '{folder}'; close other programs.") from None
+
+
+def _load_model(folder: Path, device) -> Model:
+    from safetensors import safe_open
+
     from .device import get_device
 
-    folder = Path(folder)
     if not folder.exists():
         raise UserError(f"Model folder '{folder}' does not exist; check the path.")
     if not folder.is_dir():
@@ -204,39 +306,58 @@ def load_model(folder, device: str | torch.device = "cpu") -> Model:
         info = _read_config(folder)
         if not wpath.is_file():
             raise UserError(f"'{folder}' has no {WEIGHTS}; the model folder is incomplete, save the model again.")
-    config = ModelConfig.from_dict(info["model"]) if info else None
-    if config is not None and wpath.stat().st_size > 2 * _expected_bytes(config) + MAX_CONFIG_BYTES:
-        raise UserError(f"{wpath} is far larger than the architecture in {CONFIG} needs; it is not this model's "
-                        "weights file.")
-    if wpath.stat().st_size > MAX_WEIGHTS_BYTES:
+    size = wpath.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
         raise UserError(f"{wpath} is larger than any napari-unet model ({MAX_WEIGHTS_BYTES // 2**30} GiB); "
                         "it is not a model weights file.")
-    blob = wpath.read_bytes()
+    if info is not None and size > 2 * _expected_bytes(ModelConfig.from_dict(info["model"])) + MAX_CONFIG_BYTES:
+        raise UserError(f"{wpath} is far larger than the architecture in {CONFIG} needs; it is not this model's "
+                        "weights file.")
+    # the header first (names, shapes, metadata); no tensor is read until it checks out
     try:
-        state = load(blob)
-        embedded = safe_open_metadata(wpath)
+        with safe_open(str(wpath), framework="pt") as f:
+            embedded = f.metadata() or {}
+            header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
     except (SafetensorError, OSError, ValueError) as e:
+        if isinstance(e, PermissionError):
+            raise
         raise UserError(f"{wpath} is not a valid safetensors file ({e}); save the model again.") from None
-    if info is None or hashlib.sha256(blob).hexdigest() != info["weights_sha256"]:
+    digest = None
+    if info is not None:
+        digest = _sha256_file(wpath)
+    if info is None or digest != info["weights_sha256"]:
         # config.json belongs to other weights (a save was interrupted between its two renames, or
         # the folder was edited): trust the description stored inside the weights file
         if EMBEDDED not in embedded:
             raise UserError(f"{wpath} does not match {CONFIG} (different checksum); the folder is corrupt or "
                             "was edited by hand. Save the model again.")
-        try:
-            info = json.loads(embedded[EMBEDDED])
-        except json.JSONDecodeError as e:
-            raise UserError(f"{wpath}: its embedded description is not valid JSON ({e}).") from None
+        info = _parse_json(embedded[EMBEDDED], wpath)
         _validate_info(info, wpath)
-        config = ModelConfig.from_dict(info["model"])
+    config = ModelConfig.from_dict(info["model"])
+    if size > 2 * _expected_bytes(config) + MAX_CONFIG_BYTES:
+        raise UserError(f"{wpath} is far larger than the architecture it describes needs; it is not this model's "
+                        "weights file.")
     net = UNet(config)
     expected = net.state_dict()
-    if set(state) != set(expected):
+    if set(header) != set(expected):
         raise UserError(f"{wpath} holds weights for a different architecture than {CONFIG} describes.")
+    for k, (shape, dtype) in header.items():
+        want = expected[k]
+        if shape != tuple(want.shape):
+            raise UserError(f"{wpath}: tensor '{k}' has shape {shape}, expected {tuple(want.shape)}.")
+    try:
+        with safe_open(str(wpath), framework="pt") as f:
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError, ValueError) as e:
+        if isinstance(e, PermissionError):
+            raise
+        raise UserError(f"{wpath} is not a valid safetensors file ({e}); save the model again.") from None
     for k, v in state.items():
-        if v.shape != expected[k].shape or v.dtype != expected[k].dtype:
-            raise UserError(f"{wpath}: tensor '{k}' has shape {tuple(v.shape)}/{v.dtype}, expected "
-                            f"{tuple(expected[k].shape)}/{expected[k].dtype}.")
+        if v.dtype != expected[k].dtype:
+            raise UserError(f"{wpath}: tensor '{k}' has type {v.dtype}, expected {expected[k].dtype}.")
+        if v.is_floating_point() and not bool(torch.isfinite(v).all()):
+            raise UserError(f"{wpath}: tensor '{k}' holds NaN or infinite values (training diverged or the file "
+                            "is corrupt); use another model or train again.")
     net.load_state_dict(state)
     net.to(get_device(device)).eval()
     return Model(net=net, config=config, patch_size=tuple(info["patch_size"]), history=info["history"],
