@@ -177,9 +177,9 @@ def cmd_evaluate(args) -> int:
     from .core.metrics import iou_per_class
 
     model = load_model(args.model, args.device)
-    truth = check_labels(read_array(args.truth, "ground truth"), "ground truth")
-    if args.truth_instances:
-        truth = instances_to_classes(truth)
+    truth = read_array(args.truth, "ground truth")
+    # instance ids may be of any size: convert before any value-range check
+    truth = instances_to_classes(truth, "ground truth") if args.truth_instances else check_labels(truth, "ground truth")
     pred = to_labels(predict(model, read_array(args.image), channel_axis=args.channel_axis))
     if pred.shape != truth.shape:
         raise UserError(f"Ground truth shape {truth.shape} differs from the image's spatial shape {pred.shape}.")
@@ -198,8 +198,11 @@ def cmd_demo(args) -> int:
     from .core.inference import predict, to_labels
     from .core.metrics import iou_per_class
     from .core.synthetic import demo_pair, make_nuclei
+    from .core.checkpoint import check_model_target
     from .core.training import train_blocking
 
+    if args.out:
+        check_model_target(args.out, args.overwrite, flag="--overwrite")
     image, ann, _ = demo_pair(2, seed=0)
     test = make_nuclei(image.shape, seed=100)
     print(f"demo: synthetic nuclei {image.shape}, {int((ann > 0).sum())} annotated pixels (sparse strokes); "
@@ -273,6 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--headless", action="store_true", help="no GUI: train, predict, print IoU and seconds")
     d.add_argument("--time-budget", type=float, default=30.0)
     d.add_argument("--out", default=None, help="also save the model folder here")
+    d.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     d.set_defaults(func=cmd_demo)

@@ -137,6 +137,22 @@ def save_model(model: Model, folder, state: dict | None = None) -> Path:
     return folder
 
 
+def save_or_rescue(model: Model, folder, state: dict | None = None) -> Path:
+    """Save to ``folder``; if that fails (e.g. a full disk), save to a new temporary folder and raise a
+    UserError naming both, so trained weights are never lost silently."""
+    import tempfile
+
+    try:
+        return save_model(model, folder, state)
+    except UserError as e:
+        try:
+            rescue = Path(tempfile.mkdtemp(prefix="napari-unet-rescued-"))
+            save_model(model, rescue, state)
+        except (UserError, OSError):
+            raise UserError(f"{e} The trained model could not be written anywhere else either; it is lost.") from None
+        raise UserError(f"{e} The trained model was saved to '{rescue}' instead; move it from there.") from None
+
+
 def is_model_folder(folder) -> bool:
     """True when ``folder`` holds a napari-unet model (its config.json or weights say so)."""
     folder = Path(folder)

@@ -14,6 +14,7 @@ import numpy as np
 from ..errors import UserError
 
 MAX_PERCENTILE_SAMPLES = 2_000_000
+MAX_EMPTY_CLASSES = 4  # a new model with more classes than this, most never painted: labels are likely ids
 CLIP = 10.0  # normalised values are clipped to [-CLIP, CLIP]; protects against huge outliers
 
 
@@ -91,9 +92,20 @@ def normalize(block: np.ndarray, percentiles: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- labels
-def instances_to_classes(mask: np.ndarray) -> np.ndarray:
-    """Instance or binary mask (0 = background, ids > 0 = objects) -> convention (1 bg, 2 object)."""
+def instances_to_classes(mask: np.ndarray, name: str = "instance mask") -> np.ndarray:
+    """Instance or binary mask (0 = background, ids > 0 = objects) -> convention (1 bg, 2 object).
+
+    Ids may be of any size (uint32, 70000...): only zero / non-zero matters, so no value-range check
+    applies before the conversion. Boolean masks are accepted.
+    """
     mask = np.asarray(mask)
+    if mask.dtype.kind not in "biuf":
+        raise UserError(f"The {name} has data type {mask.dtype}; an instance mask must hold integers.")
+    if mask.dtype.kind == "f" and not np.all(np.isfinite(mask)):
+        raise UserError(f"The {name} contains NaN or infinite values; an instance mask must hold whole numbers.")
+    if mask.dtype.kind in "if" and mask.size and mask.min() < 0:
+        raise UserError(f"The {name} contains negative values; an instance mask uses 0 for background and "
+                        "positive ids for objects.")
     return np.where(mask > 0, 2, 1).astype(np.uint8)
 
 
@@ -129,8 +141,12 @@ def class_counts(labels_list) -> np.ndarray:
     return total
 
 
-def check_annotations(labels_list, n_classes: int | None = None) -> int:
-    """Check there is something to learn from; return the number of classes (background included)."""
+def check_annotations(labels_list, n_classes: int | None = None, declared: int = 0) -> int:
+    """Check there is something to learn from; return the number of classes (background included).
+
+    ``n_classes``: the classes of the model trained on (warm start). ``declared``: the number of
+    class names the user gave for a new model; classes up to it may be still unpainted.
+    """
     counts = class_counts(labels_list)
     present = [v for v in range(1, len(counts)) if counts[v] > 0]
     if not present:
@@ -140,6 +156,12 @@ def check_annotations(labels_list, n_classes: int | None = None) -> int:
         raise UserError(f"Only label {present[0]} is annotated; a model needs at least two classes. Paint "
                         "some background (label 1) and some objects (label 2).")
     needed = len(counts) - 1
+    empty = needed - len(present)
+    if n_classes is None and needed > max(MAX_EMPTY_CLASSES, declared) and empty > needed // 2:
+        shown = ", ".join(str(v) for v in present[:6]) + (", ..." if len(present) > 6 else "")
+        raise UserError(f"The annotations use labels {shown}: that makes {needed} classes of which {empty} have no "
+                        "annotation. For an instance or binary mask use the instance-mask option; otherwise remap "
+                        "the labels to 1 = background, 2, 3.. = classes.")
     if n_classes is not None and needed > n_classes:
         raise UserError(f"The annotations use label {needed} but the model knows {n_classes} classes "
                         f"(labels 1..{n_classes}); start a new model to add classes.")
@@ -170,9 +192,10 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
     samples = []
     for i, (img, lab, ax) in enumerate(zip(images, labels, axes)):
         view = ImageView(img, ax)
-        lab = check_labels(lab, name=f"annotations of image {i + 1}")
-        if from_instances:
-            lab = instances_to_classes(lab).astype(np.int64)
+        if from_instances:  # converted first: instance ids may be far above the class limit
+            lab = instances_to_classes(lab, name=f"instance mask of image {i + 1}").astype(np.int64)
+        else:
+            lab = check_labels(lab, name=f"annotations of image {i + 1}")
         if lab.shape != view.spatial_shape:
             raise UserError(f"Image {i + 1} has spatial shape {view.spatial_shape} but its annotations have "
                             f"shape {lab.shape}; they must match (is the channel axis set correctly?).")

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from ..config import ModelConfig, PredictConfig, TrainConfig, default_presets
 from ..errors import UserError
-from .checkpoint import Model, check_writable_folder, load_model, save_model
+from .checkpoint import Model, check_writable_folder, load_model, save_model, save_or_rescue
 from .data import PatchSampler, Sample, check_annotations, class_counts, make_samples, split_validation
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
@@ -193,7 +193,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     if not samples:
         raise UserError("No plane of the images has an annotated pixel; paint some background (label 1) "
                         "and some objects (label 2) first.")
-    n_classes = check_annotations([s.labels for s in samples], mc.n_classes if model is not None else None)
+    n_classes = check_annotations([s.labels for s in samples], mc.n_classes if model is not None else None,
+                                  declared=len(model_config.class_names) if model_config is not None else 0)
     if out is not None:  # after the data checks, so bad input leaves nothing behind
         check_writable_folder(out)
     if model is None:
@@ -206,8 +207,10 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     patch = tc.patch_size or model.patch_size or preset["patch_size"]
     if len(patch) != mc.ndim:
         raise UserError(f"Patch size {tuple(patch)} has {len(patch)} axes but the model is {mc.ndim}D.")
-    patch = _cap_patch(tuple(patch), samples, mc.size_multiple)
     batch_size = tc.batch_size or preset["batch_size"]
+    patch = _cap_patch(tuple(patch), samples, mc.size_multiple)
+    if batch_size == 1 and mc.norm == "batch":  # batch norm needs more than one value per channel at the bottom
+        patch = tuple(max(p, 2 * mc.size_multiple) for p in patch)
     rng = np.random.default_rng(tc.seed)
     torch.manual_seed(tc.seed)
     train_samples, val_regions = split_validation(samples, tc.val_fraction, tuple(max(8, p // 2) for p in patch), rng)
@@ -340,9 +343,12 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                     yield Preview(step, key, probs)
                 last_preview = time.perf_counter()
             if out is not None and now - last_save >= tc.autosave_every and step > 0:
-                save_model(_with_history(model, [session(step, "autosave")], patch), out, state=kept_state())
+                try:
+                    save_model(_with_history(model, [session(step, "autosave")], patch), out, state=kept_state())
+                    yield Saved(step, str(out))
+                except UserError as e:  # e.g. a full disk: keep training, the final save tries again
+                    yield Notice(f"Autosave failed: {e} Training goes on; the final save will try again.")
                 last_save = time.perf_counter()
-                yield Saved(step, str(out))
         if validator is not None and step > 0 and last_val_step != step:
             yield do_validation()
     finally:
@@ -361,7 +367,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     net.eval()
     final = _with_history(model, [session(step, kept)], patch)
     if out is not None:
-        save_model(final, out)
+        save_or_rescue(final, out)
         yield Saved(step, str(out))
     return TrainResult(model=final, steps=step, seconds=seconds, device=dev_name, kept=kept,
                        best_iou=best_iou if best_state is not None and best_iou >= 0 else None,
