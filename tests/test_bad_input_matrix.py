@@ -378,7 +378,7 @@ def test_unreadable_model_folder_is_a_user_error(tmp_path, monkeypatch, where):
     if where == "config":
         monkeypatch.setattr(pathlib.Path, "read_bytes", denied)
     else:
-        monkeypatch.setattr(ckpt, "_sha256_file", lambda p: denied(p))
+        monkeypatch.setattr(ckpt, "open", denied, raising=False)
     with pytest.raises(UserError, match="(?i)permission denied"):
         load_model(folder)
 

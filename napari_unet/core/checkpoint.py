@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import save
+from safetensors.torch import load, save
 
 from ..config import ModelConfig
 from ..errors import UserError
@@ -287,12 +287,26 @@ def safe_open_metadata(path: Path) -> dict:
         return f.metadata() or {}
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+MAX_HEADER_BYTES = 100_000_000  # the safetensors library's own limit
+
+
+def _read_header(f, path: Path, size: int) -> dict:
+    """The safetensors header (u64 length + JSON) read from the open file ``f``.
+
+    Parsed here rather than with ``safe_open(path)`` so that header and data come from one open file,
+    even while another process replaces the path (atomic renames do not touch an open file).
+    """
+    raw = f.read(8)
+    n = int.from_bytes(raw, "little") if len(raw) == 8 else -1
+    if not 2 <= n <= min(size - 8, MAX_HEADER_BYTES):
+        raise UserError(f"{path} is not a valid safetensors file (bad header length); save the model again.")
+    try:
+        header = json.loads(f.read(n).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise UserError(f"{path} is not a valid safetensors file (unreadable header); save the model again.") from None
+    if not isinstance(header, dict):
+        raise UserError(f"{path} is not a valid safetensors file (header is not an object); save the model again.")
+    return header
 
 
 def load_model(folder, device: str | torch.device = "cpu") -> Model:
@@ -307,8 +321,6 @@ def load_model(folder, device: str | torch.device = "cpu") -> Model:
 
 
 def _load_model(folder: Path, device) -> Model:
-    from safetensors import safe_open
-
     from .device import get_device
 
     if not folder.exists():
@@ -322,54 +334,56 @@ def _load_model(folder: Path, device) -> Model:
         info = _read_config(folder)
         if not wpath.is_file():
             raise UserError(f"'{folder}' has no {WEIGHTS}; the model folder is incomplete, save the model again.")
-    size = wpath.stat().st_size
-    if size > MAX_WEIGHTS_BYTES:
-        raise UserError(f"{wpath} is larger than any napari-unet model ({MAX_WEIGHTS_BYTES // 2**30} GiB); "
-                        "it is not a model weights file.")
-    if info is not None and size > 2 * _expected_bytes(ModelConfig.from_dict(info["model"])) + MAX_CONFIG_BYTES:
-        raise UserError(f"{wpath} is far larger than the architecture in {CONFIG} needs; it is not this model's "
-                        "weights file.")
-    # the header first (names, shapes, metadata); no tensor is read until it checks out
-    try:
-        with safe_open(str(wpath), framework="pt") as f:
-            embedded = f.metadata() or {}
-            header = {k: (tuple(f.get_slice(k).get_shape()), f.get_slice(k).get_dtype()) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        if isinstance(e, PermissionError):
-            raise
-        raise UserError(f"{wpath} is not a valid safetensors file ({e}); save the model again.") from None
-    digest = None
-    if info is not None:
-        digest = _sha256_file(wpath)
-    if info is None or digest != info["weights_sha256"]:
+
+    def check_size(config: ModelConfig, size: int) -> None:
+        if size > 2 * _expected_bytes(config) + MAX_CONFIG_BYTES:
+            raise UserError(f"{wpath} is far larger than the architecture it describes needs; it is not this "
+                            "model's weights file.")
+
+    with open(wpath, "rb") as f:  # one open file: header, checksum and tensors all come from it
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_WEIGHTS_BYTES:
+            raise UserError(f"{wpath} is larger than any napari-unet model ({MAX_WEIGHTS_BYTES // 2**30} GiB); "
+                            "it is not a model weights file.")
+        if info is not None:
+            check_size(ModelConfig.from_dict(info["model"]), size)
+        header = _read_header(f, wpath, size)  # the header first; no tensor is read until it checks out
+        embedded = header.pop("__metadata__", None) or {}
+        if not isinstance(embedded, dict):
+            raise UserError(f"{wpath} is not a valid safetensors file (bad metadata); save the model again.")
+        if info is None:
+            if not isinstance(embedded.get(EMBEDDED), str):
+                raise UserError(f"{wpath} carries no napari-unet description and {CONFIG} is missing; it is not a "
+                                "napari-unet model.")
+            info = _parse_json(embedded[EMBEDDED], wpath)
+            _validate_info(info, wpath)
+            check_size(ModelConfig.from_dict(info["model"]), size)
+        f.seek(0)
+        blob = f.read()  # bounded: the size fits the described architecture
+    if hashlib.sha256(blob).hexdigest() != info.get("weights_sha256"):
         # config.json belongs to other weights (a save was interrupted between its two renames, or
-        # the folder was edited): trust the description stored inside the weights file
-        if EMBEDDED not in embedded:
+        # the folder was edited, or another process just saved): trust the description inside the weights
+        if not isinstance(embedded.get(EMBEDDED), str):
             raise UserError(f"{wpath} does not match {CONFIG} (different checksum); the folder is corrupt or "
                             "was edited by hand. Save the model again.")
         info = _parse_json(embedded[EMBEDDED], wpath)
         _validate_info(info, wpath)
     config = ModelConfig.from_dict(info["model"])
-    if size > 2 * _expected_bytes(config) + MAX_CONFIG_BYTES:
-        raise UserError(f"{wpath} is far larger than the architecture it describes needs; it is not this model's "
-                        "weights file.")
+    check_size(config, size)
     net = UNet(config)
     expected = net.state_dict()
     if set(header) != set(expected):
         raise UserError(f"{wpath} holds weights for a different architecture than {CONFIG} describes.")
-    for k, (shape, dtype) in header.items():
-        want = expected[k]
-        if shape != tuple(want.shape):
-            raise UserError(f"{wpath}: tensor '{k}' has shape {shape}, expected {tuple(want.shape)}.")
+    for k, entry in header.items():
+        shape = tuple(entry.get("shape", ())) if isinstance(entry, dict) else None
+        if shape != tuple(expected[k].shape):
+            raise UserError(f"{wpath}: tensor '{k}' has shape {shape}, expected {tuple(expected[k].shape)}.")
     try:
-        with safe_open(str(wpath), framework="pt") as f:
-            state = {k: f.get_tensor(k) for k in f.keys()}
-    except (SafetensorError, OSError, ValueError) as e:
-        if isinstance(e, PermissionError):
-            raise
+        state = load(blob)
+    except (SafetensorError, ValueError) as e:
         raise UserError(f"{wpath} is not a valid safetensors file ({e}); save the model again.") from None
     for k, v in state.items():
-        if v.dtype != expected[k].dtype:
+        if v.dtype != expected[k].dtype or v.shape != expected[k].shape:
             raise UserError(f"{wpath}: tensor '{k}' has type {v.dtype}, expected {expected[k].dtype}.")
         if v.is_floating_point() and not bool(torch.isfinite(v).all()):
             raise UserError(f"{wpath}: tensor '{k}' holds NaN or infinite values (training diverged or the file "
