@@ -126,9 +126,12 @@ def cmd_train(args) -> int:
                                     out=args.out, on_event=on_event, should_stop=stop.should_stop)
         finally:
             bar.close()
-    if stop.signum is not None:
+    if stop.signum is not None and result.steps == 0:
+        print("interrupted before the first training step; nothing saved", file=sys.stderr)
+    elif stop.signum is not None:
         print(f"interrupted, model saved to {args.out}: {result.steps} steps in {result.seconds:.1f} s; "
               f"kept {result.kept}", file=sys.stderr)
+    if stop.signum is not None:
         return EXIT_SIGINT if stop.signum == signal.SIGINT else EXIT_SIGTERM
     print(f"saved model to {args.out}: {result.steps} steps in {result.seconds:.1f} s on {result.device}; "
           f"kept {result.kept}")

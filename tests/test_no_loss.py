@@ -280,3 +280,11 @@ def test_trained_model_via_api_is_readable_by_the_group(files):
     finally:
         os.umask(old)
     assert stat.S_IMODE((files / "m" / "model.safetensors").stat().st_mode) == 0o664
+
+
+def test_stop_before_the_first_step_saves_nothing(files):
+    """Ctrl+C while the data is prepared must not replace a model with an untrained one."""
+    syn = make_nuclei((64, 64), seed=1, radius=6)
+    result = train_blocking(syn.image, scribbles(syn.semantic, seed=2, width=2), model_config=TINY,
+                            train_config=tiny_train(steps=5), out=files / "m", should_stop=lambda: True)
+    assert result.steps == 0 and not (files / "m" / "model.safetensors").exists()

@@ -245,6 +245,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     last_preview = last_save = start
     warmup = 20
     bad_steps = 0
+    stopped = False
 
     def session(n_steps: int, kept: str) -> dict:
         return {"steps": n_steps, "seconds": round(time.perf_counter() - start, 2), "device": dev_name,
@@ -275,6 +276,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                                                                elapsed >= tc.time_budget):
                 break
             if should_stop is not None and should_stop():
+                stopped = True
                 yield Notice(f"Stopped by the user after {step} steps.")
                 break
             x, y = sampler.batch(batch_size)
@@ -366,7 +368,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         kept = f"{which} weights (step {step}; too little annotation to hold some out for validation)"
     net.eval()
     final = _with_history(model, [session(step, kept)], patch)
-    if out is not None:
+    if out is not None and not (stopped and step == 0):  # stopped before any step: nothing new to save
         save_or_rescue(final, out)
         yield Saved(step, str(out))
     return TrainResult(model=final, steps=step, seconds=seconds, device=dev_name, kept=kept,
