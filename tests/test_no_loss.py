@@ -232,8 +232,10 @@ def test_check_model_target(tmp_path):
     (tmp_path / "empty").mkdir()
     check_model_target(tmp_path / "empty")
     model = save_model(Model.new(TINY, seed=0), tmp_path / "model")
-    with pytest.raises(UserError, match="pass overwrite"):
+    with pytest.raises(UserError, match=r"already holds a napari-unet model; confirm replacing it \(overwrite=True\)"):
         check_model_target(model)
+    with pytest.raises(UserError, match="pass --overwrite to replace it"):
+        check_model_target(model, flag="--overwrite")
     assert check_model_target(model, overwrite=True) == model
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "config.json").write_text(json.dumps({"format": "other"}))

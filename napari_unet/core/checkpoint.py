@@ -170,11 +170,12 @@ def is_model_folder(folder) -> bool:
         return False
 
 
-def check_model_target(folder, overwrite: bool = False, flag: str = "overwrite") -> Path:
+def check_model_target(folder, overwrite: bool = False, flag: str | None = None) -> Path:
     """Check ``folder`` may receive a model, before any work.
 
     Refuses a file, a non-empty folder that is not a napari-unet model (the user's own files), and
-    an existing model unless ``overwrite`` (``flag`` names the option that allows it).
+    an existing model unless ``overwrite`` (``flag`` names the option that allows it, e.g. ``--overwrite``;
+    a GUI asks the user first and passes ``overwrite=True``).
     """
     folder = Path(folder)
     if folder.exists() and not folder.is_dir():
@@ -189,8 +190,8 @@ def check_model_target(folder, overwrite: bool = False, flag: str = "overwrite")
         return folder
     if is_model_folder(folder):
         if not overwrite:
-            raise UserError(f"'{folder}' already holds a napari-unet model; pass {flag} to replace it, or choose "
-                            "another folder.")
+            how = f"pass {flag} to replace it" if flag else "confirm replacing it (overwrite=True)"
+            raise UserError(f"'{folder}' already holds a napari-unet model; {how}, or choose another folder.")
         return folder
     shown = ", ".join(sorted(entries)[:5]) + (", ..." if len(entries) > 5 else "")
     raise UserError(f"'{folder}' is not empty and not a napari-unet model folder (it holds {shown}); choose an "
