@@ -327,7 +327,12 @@ def _load_model(folder: Path, device) -> Model:
     if not folder.exists():
         raise UserError(f"Model folder '{folder}' does not exist; check the path.")
     if not folder.is_dir():
-        raise UserError(f"'{folder}' is a file; give the model folder (holding model.safetensors and config.json).")
+        from .export import is_package, load_package
+
+        if is_package(folder):  # a bioimage.io package exported by napari-unet
+            return load_package(folder, device)
+        raise UserError(f"'{folder}' is a file; give the model folder (holding model.safetensors and config.json) "
+                        "or a .zip package exported by napari-unet.")
     wpath = folder / WEIGHTS
     if not (folder / CONFIG).is_file() and wpath.is_file():
         info = None  # killed before the first config.json landed: the weights file describes itself
