@@ -92,6 +92,12 @@ def cmd_train(args) -> int:
     from .config import ModelConfig, TrainConfig
     from .core.training import train_blocking
 
+    if getattr(args, "config", None):
+        from .cli_share import apply_run_config
+
+        apply_run_config(args, build_parser())
+    if not args.image or not args.labels or not args.out:
+        raise UserError("Give --image, --labels and --out (or a --config run file that holds them).")
     if len(args.image) != len(args.labels):
         raise UserError(f"Give one --labels per --image (got {len(args.image)} image(s) and "
                         f"{len(args.labels)} label file(s)).")
@@ -107,23 +113,32 @@ def cmd_train(args) -> int:
         tc_kwargs["patch_size"] = tuple(args.patch_size)
     if args.batch_size:
         tc_kwargs["batch_size"] = args.batch_size
-    tc = TrainConfig(**tc_kwargs)
+    tc = TrainConfig(**{**getattr(args, "train_extra", {}), **tc_kwargs})
+    model_extra = getattr(args, "model_extra", {})
     mc = None
-    if args.ndim != 2 or args.width or args.depth:
+    if args.ndim != 2 or args.width or args.depth or model_extra:
         from .config import default_presets
         from .core.device import get_device
 
         arch = default_presets(args.ndim, get_device(args.device).type)[0]
         arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth)) if v})
-        mc = ModelConfig(ndim=args.ndim, **arch)
+        mc = ModelConfig(**{**arch, **model_extra, "ndim": args.ndim})
     images = [read_array(p) for p in args.image]
     labels = [np.asarray(read_array(p, "labels")) for p in args.labels]
+    if getattr(args, "recorded_data", None):
+        from .cli_share import check_recorded_data, warn
+
+        for msg in check_recorded_data(args.recorded_data, images, labels, args.image):
+            warn(msg)
+    record = {"image": [str(Path(p).resolve()) for p in args.image],
+              "labels": [str(Path(p).resolve()) for p in args.labels], "config_file": getattr(args, "config", None)}
     bar, on_event = _progress_printer(tc.steps, tc.time_budget)
     with _StopOnSignal() as stop:
         try:
             result = train_blocking(images, labels, model_config=mc, train_config=tc, init=args.init,
                                     channel_axis=args.channel_axis, from_instances=args.from_instances,
-                                    out=args.out, on_event=on_event, should_stop=stop.should_stop)
+                                    out=args.out, on_event=on_event, should_stop=stop.should_stop,
+                                    record=record)
         finally:
             bar.close()
     if stop.signum is not None and result.steps == 0:
@@ -239,10 +254,12 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--channel-axis", type=int, default=None, help="axis of the image holding channels")
 
     t = sub.add_parser("train", help="train a model on images and annotations")
-    t.add_argument("--image", action="append", required=True, help="image file (repeat for several)")
-    t.add_argument("--labels", action="append", required=True, help="annotation file, one per --image")
-    t.add_argument("--out", required=True, help="model folder to write (autosaved during training)")
+    t.add_argument("--image", action="append", help="image file (repeat for several)")
+    t.add_argument("--labels", action="append", help="annotation file, one per --image")
+    t.add_argument("--out", help="model folder to write (autosaved during training)")
     t.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
+    t.add_argument("--config", default=None, help="run file (.json/.toml/.yaml) with every setting, or a model "
+                   "folder / its config.json to repeat its recorded run; flags given here win")
     t.add_argument("--time-budget", type=float, default=None, help="seconds of training (default 60)")
     t.add_argument("--steps", type=int, default=None, help="number of training steps")
     t.add_argument("--ndim", type=int, choices=(2, 3), default=2, help="2D (plane by plane) or 3D model")
@@ -283,12 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
     d.set_defaults(func=cmd_demo)
+
+    from .cli_share import add_commands
+
+    add_commands(sub, common)
     return p
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # which flags were typed (for --config)
     main_thread = threading.current_thread() is threading.main_thread()  # signals: main thread only
     old_term = signal.signal(signal.SIGTERM, _raise_terminated) if main_thread else None  # temp files go too
     try:

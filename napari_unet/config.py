@@ -113,6 +113,7 @@ class TrainConfig(_DictMixin):
     class_balance: float = 0.5  # loss weight per class = frequency ** -class_balance (0: plain CE)
     schedule: str = "cosine"  # learning rate over the steps/time budget: "cosine" decay or "constant"
     keep: str = "iou"  # which weights to keep: best held-out "iou" (ties: lower loss), lowest "loss", or "last"
+    deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning): repeatable runs, slower
 
     def __post_init__(self):
         _check(self.steps is None or (_is_int(self.steps) and self.steps >= 1),
@@ -135,6 +136,7 @@ class TrainConfig(_DictMixin):
         _check(0 <= self.class_balance <= 1, "class_balance must be in [0, 1].")
         _check(self.schedule in ("cosine", "constant"), "schedule must be 'cosine' or 'constant'.")
         _check(self.keep in ("iou", "loss", "last"), f"keep must be 'iou', 'loss' or 'last', got {self.keep!r}.")
+        _check(isinstance(self.deterministic, bool), "deterministic must be true or false.")
         _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1), "threads must be >= 1.")
 
 

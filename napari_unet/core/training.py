@@ -10,6 +10,7 @@ annotations (or the last ones when there was too little annotation to hold any o
 from __future__ import annotations
 
 import copy
+import datetime as _dt
 import time
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
@@ -25,6 +26,7 @@ from .data import PatchSampler, Sample, check_annotations, class_counts, make_sa
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
 from .metrics import mean_object_iou
+from .record import data_fingerprints, thin_losses, versions
 from .util import Notice, drain
 
 
@@ -163,13 +165,16 @@ class _Validator:
 def train(images, labels, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
           init: Model | str | None = None, channel_axis=None, from_instances: bool = False, out=None,
           preview: PreviewSource | None = None, preview_every: float = 3.0,
-          should_stop: Callable[[], bool] | None = None) -> Generator[object, None, TrainResult]:
+          should_stop: Callable[[], bool] | None = None, record: dict | None = None
+          ) -> Generator[object, None, TrainResult]:
     """Train a U-Net on images and annotations (0 ignored, 1 background, 2.. classes).
 
     ``images``/``labels``: lists of arrays (or one of each). ``init``: a Model or model folder to
     continue from (warm start). ``out``: a folder autosaved every ``autosave_every`` seconds and at
     the end. ``preview()`` may return ``(key, image, channel_axis, percentiles)`` every
     ``preview_every`` seconds; the prediction comes back as a :class:`Preview` event.
+    ``record``: extra facts for the run's history entry (the CLI gives the file paths); the entry
+    also holds the settings as used, versions, seeds, data fingerprints and each step's loss.
     """
     tc = train_config or TrainConfig()
     if not isinstance(images, (list, tuple)):
@@ -211,6 +216,16 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     patch = _cap_patch(tuple(patch), samples, mc.size_multiple)
     if batch_size == 1 and mc.norm == "batch":  # batch norm needs more than one value per channel at the bottom
         patch = tuple(max(p, 2 * mc.size_multiple) for p in patch)
+    run_record = {"settings": tc.replace(patch_size=tuple(int(p) for p in patch), batch_size=batch_size).to_dict(),
+                  "model": mc.to_dict(), "versions": versions(), "seeds": {"numpy": tc.seed,
+                  "torch": tc.seed}, "data": data_fingerprints(images, labels),
+                  "inputs": {"channel_axis": channel_axis, "from_instances": from_instances,
+                             "init": None if init is None or isinstance(init, Model) else str(init),
+                             **(record or {})},
+                  "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
+    if tc.deterministic:
+        old_det = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
     rng = np.random.default_rng(tc.seed)
     torch.manual_seed(tc.seed)
     train_samples, val_regions = split_validation(samples, tc.val_fraction, tuple(max(8, p // 2) for p in patch), rng)
@@ -219,7 +234,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
 
     use_amp = tc.amp and device.type == "cuda"  # float16 needs the gradient scaler
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = not tc.deterministic
 
     def amp_ctx():
         return autocast(device, tc.amp, cpu=True)
@@ -234,6 +249,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     if tc.threads:
         torch.set_num_threads(tc.threads)
     dev_name = describe(device)
+    run_record["versions"]["device"] = dev_name
     yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
 
     # --- state
@@ -242,14 +258,17 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     best_score, best_iou, best_step, best_state = None, -1.0, None, None
     loss_avg = None
     history_run: list[dict] = []
+    losses: list[float] = []
     last_preview = last_save = start
     warmup = 20
     bad_steps = 0
     stopped = False
 
     def session(n_steps: int, kept: str) -> dict:
+        kept_losses, every = thin_losses(losses)
         return {"steps": n_steps, "seconds": round(time.perf_counter() - start, 2), "device": dev_name,
-                "kept": kept, "warm_start": init is not None, "runs": list(history_run)}
+                "kept": kept, "warm_start": init is not None, "runs": list(history_run), **run_record,
+                "losses": kept_losses, "losses_every": every}
 
     def kept_state():
         return best_state if best_state is not None else eval_net.state_dict()
@@ -327,6 +346,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 continue
             bad_steps = 0
             lval = float(loss.item())
+            losses.append(lval)
             loss_avg = lval if loss_avg is None else 0.9 * loss_avg + 0.1 * lval
             if eval_net is not net:
                 _ema_update(eval_net, net, min(tc.ema_decay, (1 + step) / (10 + step)))
@@ -356,6 +376,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     finally:
         if tc.threads:
             torch.set_num_threads(old_threads)
+        if tc.deterministic:
+            torch.use_deterministic_algorithms(old_det)
 
     seconds = time.perf_counter() - start
     if best_state is not None:
