@@ -20,6 +20,7 @@ def __getattr__(name):
         "train": "training", "train_blocking": "training", "TrainResult": "training",
         "predict": "inference", "predict_iter": "inference", "to_labels": "inference",
         "Model": "checkpoint", "load_model": "checkpoint", "save_model": "checkpoint",
+        "export_model": "export", "write_report": "report",
     }
     if name in lazy:
         import importlib
@@ -29,4 +30,5 @@ def __getattr__(name):
 
 
 __all__ = ["ModelConfig", "PredictConfig", "TrainConfig", "UserError", "train", "train_blocking", "TrainResult",
-           "predict", "predict_iter", "to_labels", "Model", "load_model", "save_model", "__version__"]
+           "predict", "predict_iter", "to_labels", "Model", "load_model", "save_model", "export_model", "write_report",
+           "__version__"]
