@@ -95,7 +95,7 @@ def _curves(runs: list[dict]):
 
 
 def _annotation_chart(data: list[dict], class_names) -> object:
-    fig = _figure(5.0, 2.8)
+    fig = _figure(4.5, 2.2)
     ax = fig.subplots()
     counts = {}
     for d in data:
@@ -125,10 +125,13 @@ def _prediction_figure(image2d, pred2d, truth2d=None):
     axes[1].imshow(pred2d - 1, cmap="tab10", vmin=0, vmax=9, interpolation="nearest")
     axes[1].set_title("prediction")
     if truth2d is not None:
-        err = np.where(truth2d > 0, (pred2d != truth2d).astype(float), np.nan)
+        wrong = (truth2d > 0) & (pred2d != truth2d)
         axes[2].imshow(image2d, cmap="gray", vmin=lo, vmax=hi)
-        axes[2].imshow(np.ma.masked_invalid(err), cmap="RdYlGn_r", vmin=0, vmax=1, alpha=0.6, interpolation="nearest")
-        axes[2].set_title("errors vs truth (red)")
+        from matplotlib.colors import ListedColormap
+
+        axes[2].imshow(np.ma.masked_where(~wrong, wrong.astype(float)), cmap=ListedColormap(["red"]), alpha=0.8,
+                       interpolation="nearest")
+        axes[2].set_title(f"errors vs truth (red): {wrong.sum() / max((truth2d > 0).sum(), 1):.1%}")
     for ax in axes:
         ax.set_axis_off()
     return fig
@@ -171,17 +174,19 @@ def methods_paragraph(model: Model) -> str:
         text += (f"The network was trained on {len(data)} image(s) with {sum(per.values()):,} annotated pixels "
                  f"({ann}); pixels without annotation were ignored by the loss. ")
     if s:
-        aug = ("random flips, 90-degree rotations and intensity jitter" if s.get("augment") else "no augmentation")
-        text += (f"Training minimised a class-weighted cross-entropy (weights = class frequency^-{s.get('class_balance')}) "
-                 f"with AdamW (learning rate {s.get('lr')}, weight decay {s.get('weight_decay')}, "
-                 f"{s.get('schedule')} schedule after a 20-step warm-up) on batches of {s.get('batch_size')} patches of "
+        aug = "random flips, 90-degree rotations and intensity jitter" if s.get("augment") else "no augmentation"
+        text += ("Training minimised a class-weighted cross-entropy (weights = class frequency^-"
+                 f"{s.get('class_balance')}) with AdamW (learning rate {s.get('lr')}, weight decay "
+                 f"{s.get('weight_decay')}, "
+                 f"{s.get('schedule')} schedule after a 20-step warm-up) on batches of {s.get('batch_size')} "
+                 "patches of "
                  f"{' x '.join(str(p) for p in s.get('patch_size') or [])} pixels "
                  f"({100 * s.get('annotated_fraction', 0):.0f}% centred on annotated pixels) with {aug}")
         text += (f", and an exponential moving average of the weights (decay {s.get('ema_decay')})" if
                  s.get("ema_decay") else "") + ". "
         text += (f"{len(runs)} training round(s) took {steps:,} steps and {secs:.1f} s in total on "
-                 f"{last.get('device', 'an unrecorded device')}; {100 * s.get('val_fraction', 0):.0f}% of the annotated "
-                 f"regions were held out for validation and the kept weights were: {last.get('kept', '')}. "
+                 f"{last.get('device', 'an unrecorded device')}; {100 * s.get('val_fraction', 0):.0f}% of the "
+                 f"annotated regions were held out for validation and the kept weights were: {last.get('kept', '')}. "
                  f"Random seed {s.get('seed')}.")
     return text
 
@@ -241,14 +246,17 @@ def write_report(model: Model, path, *, image=None, truth=None, channel_axis=Non
         for i, h in enumerate(runs, 1):
             vals = [r["val_iou"] for r in h.get("runs", []) if r.get("val_iou") is not None]
             best = max(vals) if vals else None
+            sat = " (saturated)" if best is not None and best >= 0.999 else ""
             rows.append((i, h.get("started", "-"), h.get("steps"), h.get("seconds"), h.get("device"),
-                         "-" if best is None else f"{best:.3f}",
+                         "-" if best is None else f"{best:.3f}{sat}",
                          "-" if best is None else f"{2 * best / (1 + best):.3f}", h.get("kept")))
         parts.append(_table(rows, ("round", "started (UTC)", "steps", "seconds", "device", "held-out IoU",
                                    "held-out Dice", "kept weights")))
         parts.append("<p class='sub'>Held-out scores are measured on annotated regions withheld from training; "
-                     "sparse strokes are easy pixels, so these scores overstate quality on whole images. Dice = "
-                     "2 IoU / (1 + IoU).</p>")
+                     "sparse strokes are easy pixels, so these scores overstate quality on whole images, and a "
+                     "saturated 1.000 says only that every held-out stroke was right. Dice = 2 IoU / (1 + IoU). "
+                     "Evaluate against ground truth (below, or <code>napari-unet evaluate</code>) to measure quality."
+                     "</p>")
     else:
         parts.append("<p>No training record.</p>")
     rounds = rounds if rounds is not None else model.meta.get("rounds")
@@ -278,7 +286,8 @@ def write_report(model: Model, path, *, image=None, truth=None, channel_axis=Non
         if truth is not None:
             truth = np.asarray(truth)
             if truth.shape != pred.shape:
-                raise UserError(f"Ground truth shape {truth.shape} differs from the image's spatial shape {pred.shape}.")
+                raise UserError(f"Ground truth shape {truth.shape} differs from the image's spatial shape "
+                                f"{pred.shape}.")
             rows, acc = _evaluation(pred, truth, mc.class_names)
             parts.append(_table(rows, ("class", "IoU", "Dice", "truth pixels")) +
                          f"<p>Pixel accuracy over pixels with truth: {acc:.4f}</p>")
