@@ -12,6 +12,8 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
+
 import numpy as np
 
 from .errors import UserError

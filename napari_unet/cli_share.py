@@ -189,7 +189,7 @@ def cmd_export(args) -> int:
     model = load_model(args.model, "cpu")
     image = None
     if args.image:
-        from .cli import read_array
+        from .core.io import read_array
 
         image = read_array(args.image)
     path = export_model(model, out, fmt, image=image, channel_axis=args.channel_axis, name=args.name,
@@ -213,11 +213,11 @@ def cmd_report(args) -> int:
     if args.truth and not args.image:
         raise UserError("--truth needs --image (the image the truth belongs to).")
     if args.image:
-        from .cli import read_array
+        from .core.io import read_array
 
         image = read_array(args.image)
     if args.truth:
-        from .cli import read_array
+        from .core.io import read_array
         from .core.data import check_labels, instances_to_classes
 
         truth = check_labels(read_array(args.truth, "ground truth"), "ground truth")

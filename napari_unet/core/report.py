@@ -13,13 +13,13 @@ import datetime as _dt
 import html
 import io
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import UserError
 from .checkpoint import Model
+from .io import apply_umask, disk_error, temp_path
 from .record import sessions
 
 STYLE = """body{font-family:system-ui,-apple-system,'Segoe UI',sans-serif;max-width:1100px;margin:24px auto;
@@ -298,17 +298,16 @@ def write_report(model: Model, path, *, image=None, truth=None, channel_axis=Non
                  "<code>napari-unet train --config MODEL/config.json --out NEW_MODEL</code> repeats it with the same "
                  "settings, seed and files.</p></body></html>")
     text = "\n".join(parts)
-    fd, tmp = tempfile.mkstemp(prefix=f".{p.name}.", suffix=".tmp", dir=p.parent if str(p.parent) else ".")
+    tmp = temp_path(p.absolute())
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a report is for sharing
+        tmp.write_text(text, encoding="utf-8")
+        apply_umask(tmp)
         os.replace(tmp, p)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(e, p, "choose another location") from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        tmp.unlink(missing_ok=True)
         raise
     return p
 
