@@ -123,3 +123,20 @@ def test_run_file_errors(data, capsys, args, match):
 def test_train_without_inputs_names_the_fix(capsys):
     assert main(["train", "--steps", "1"]) == 2
     assert "--config" in capsys.readouterr().err
+
+
+def test_deterministic_setting_is_recorded_and_restored():
+    import torch
+    from conftest import TINY, tiny_train
+
+    from napari_unet.core.training import train_blocking
+
+    syn = make_nuclei((48, 48), seed=0, radius=6)
+    ann = scribbles(syn.semantic, seed=1, width=2)
+    before = torch.are_deterministic_algorithms_enabled()
+    res = [train_blocking(syn.image, ann, model_config=TINY, train_config=tiny_train(steps=4, deterministic=True,
+                                                                                      threads=1))
+           for _ in range(2)]
+    assert torch.are_deterministic_algorithms_enabled() == before
+    assert res[0].history[-1]["settings"]["deterministic"] is True
+    assert res[0].history[-1]["losses"] == res[1].history[-1]["losses"]
