@@ -28,6 +28,7 @@ import torch
 from ..errors import UserError
 from .checkpoint import CONFIG, MAX_CONFIG_BYTES, MAX_WEIGHTS_BYTES, WEIGHTS, Model, load_model, save_model
 from .data import CLIP, ImageView, compute_percentiles, normalize
+from .io import apply_umask
 
 FORMATS = ("bioimageio", "onnx", "torchscript")
 SUFFIX_FORMAT = {".zip": "bioimageio", ".onnx": "onnx", ".pt": "torchscript", ".torchscript": "torchscript"}
@@ -310,7 +311,8 @@ def export_model(model: Model | str | os.PathLike, path, format: str | None = No
                                    "trained with napari-unet-loop.")[:512]
             descr = _descr(model, files, name=name, description=desc, authors=list(authors), license=license,
                            with_onnx=onnx, test_in=test_in, test_out=test_out)
-            _save_package(descr, target)
+            _save_package(descr, target)  # (bioimageio.spec's zip writer stores every member as mode 0600)
+        apply_umask(target)
         try:
             os.replace(target, path)
         except OSError as e:
