@@ -43,10 +43,17 @@ def main():
     viewer, widget = open_demo_viewer(show=True)
     app = QApplication.instance()
     idle = ticks_during(app, 3)
-    widget.budget_spin.setValue(int(args.seconds))
-    widget.train()
+    from napari_unet.core.events import Preview, Started
+
+    seen = {}
+    widget.session.event.connect(lambda ev: seen.setdefault(type(ev).__name__, (time.perf_counter(), ev)))
+    widget.training.budget.value = int(args.seconds)
+    t0 = time.perf_counter()
+    widget.training.train()
     busy = ticks_during(app, args.seconds + 30, busy=lambda: widget.worker is not None)
-    print(f"device: {widget._device_text}; first live preview {widget.first_preview_seconds:.2f} s after Train")
+    device = seen[Started.__name__][1].device if Started.__name__ in seen else "?"
+    first = seen[Preview.__name__][0] - t0 if Preview.__name__ in seen else float("nan")
+    print(f"device: {device}; first live preview {first:.2f} s after Train")
     print("| phase | ticks | p50 ms | p99 ms | max ms |")
     print("|---|---|---|---|---|")
     for name, late in (("idle", idle), ("training", busy)):

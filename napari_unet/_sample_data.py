@@ -6,14 +6,16 @@ from ._colors import label_color_dict
 from .core.synthetic import demo_pair
 
 ANNOTATION_SUFFIX = " annotations"
+CLASSES = ("background", "object")
 
 
 def _layers(ndim: int, name: str):
     image, ann, _ = demo_pair(ndim, seed=0)
     return [
         (image, {"name": name}, "image"),
-        (ann, {"name": name + ANNOTATION_SUFFIX, "opacity": 0.8, "colormap": label_color_dict(2),
-               "metadata": {"napari_unet_image": name, "class_names": ["background", "object"]}}, "labels"),
+        (ann, {"name": name + ANNOTATION_SUFFIX, "opacity": 0.8, "colormap": label_color_dict(),
+               "features": {"index": [0, 1, 2], "class": ["not annotated", *CLASSES]},
+               "metadata": {"napari_unet_image": name, "class_names": list(CLASSES)}}, "labels"),
     ]
 
 

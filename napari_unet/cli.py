@@ -118,15 +118,18 @@ def cmd_train(args) -> int:
     tc = TrainConfig(**{**getattr(args, "train_extra", {}), **tc_kwargs})
     model_extra = getattr(args, "model_extra", {})
     mc = None
-    if args.ndim != 2 or args.width or args.depth or model_extra:
+    names = _class_names_arg(args.class_names, args.init)
+    if args.ndim != 2 or args.width or args.depth or model_extra or names:
         from .config import default_presets
         from .core.device import get_device
 
         arch = default_presets(args.ndim, get_device(args.device).type)[0]
         arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth)) if v})
-        mc = ModelConfig(**{**arch, **model_extra, "ndim": args.ndim})
+        mc = ModelConfig(**{**arch, **model_extra, "ndim": args.ndim, **({"class_names": names} if names else {})})
     images = [read_array(p) for p in args.image]
     labels = [np.asarray(read_array(p, "labels")) for p in args.labels]
+    if names:
+        _check_names_match(names, labels, args.from_instances)
     if getattr(args, "recorded_data", None):
         from .cli_share import check_recorded_data, warn
 
@@ -153,6 +156,28 @@ def cmd_train(args) -> int:
     print(f"saved model to {args.out}: {result.steps} steps in {result.seconds:.1f} s on {result.device}; "
           f"kept {result.kept}")
     return 0
+
+
+def _class_names_arg(text: str | None, init) -> tuple[str, ...] | None:
+    """``--class-names "background, nucleus"`` as a tuple (None when not given)."""
+    if text is None:
+        return None
+    if init is not None:
+        raise UserError("--class-names names the classes of a new model; a model given with --init keeps its own "
+                        "class names (drop one of the two options).")
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise UserError(f"--class-names must list at least two different names, background first (e.g. "
+                        f"'background, nucleus'); got {text!r}.")
+    return names
+
+
+def _check_names_match(names: tuple[str, ...], labels, from_instances: bool) -> None:
+    """One name per label value 1..K+1, so no class is left unnamed or named but absent."""
+    top = 2 if from_instances else max(int(lab.max()) if lab.size else 0 for lab in labels)
+    if top != len(names):
+        raise UserError(f"--class-names lists {len(names)} name(s) but the labels use values 1..{top}; give one "
+                        "name per label value, background (label 1) first.")
 
 
 def cmd_predict(args) -> int:
@@ -212,7 +237,7 @@ def cmd_demo(args) -> int:
     if not args.headless:
         from .widgets.launch import launch_demo
 
-        launch_demo()
+        launch_demo(args.time_budget)
         return 0
     from .config import TrainConfig
     from .core.inference import predict, to_labels
@@ -244,15 +269,19 @@ def cmd_demo(args) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+    from .config import DEMO_TIME_BUDGET, PredictConfig, TrainConfig
     from .core.device import DEVICE_CHOICES
 
     p = argparse.ArgumentParser(prog="napari-unet", description="Train and apply U-Nets on microscopy images. "
                                 "Labels: 0 = not annotated, 1 = background, 2.. = object classes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
+    p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp):
-        sp.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+        sp.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                        help="where to compute; auto picks cuda, then mps, then cpu (default auto)")
         sp.add_argument("--channel-axis", type=int, default=None, help="axis of the image holding channels")
 
     t = sub.add_parser("train", help="train a model on images and annotations")
@@ -262,45 +291,54 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     t.add_argument("--config", default=None, help="run file (.json/.toml/.yaml) with every setting, or a model "
                    "folder / its config.json to repeat its recorded run; flags given here win")
-    t.add_argument("--time-budget", type=float, default=None, help="seconds of training (default 60)")
+    t.add_argument("--time-budget", type=float, default=None,
+                   help=f"seconds of training (default {TrainConfig().time_budget:g})")
     t.add_argument("--steps", type=int, default=None, help="number of training steps")
     t.add_argument("--ndim", type=int, choices=(2, 3), default=2, help="2D (plane by plane) or 3D model")
     t.add_argument("--init", default=None, help="model folder to continue training from")
-    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0, help="random seed for weights, patches and augmentation")
+    t.add_argument("--class-names", default=None, metavar="NAMES",
+                   help="comma-separated class names, one per label value, background first "
+                        "(e.g. 'background, nucleus'); stored in the model")
     t.add_argument("--from-instances", action="store_true",
                    help="labels are instance/binary masks (0 background, >0 objects), fully annotated")
-    t.add_argument("--patch-size", type=int, nargs="+", default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--width", type=int, default=None)
-    t.add_argument("--depth", type=int, default=None)
+    t.add_argument("--patch-size", type=int, nargs="+", default=None,
+                   help="training patch size, one integer per spatial axis (default: a preset for the device)")
+    t.add_argument("--batch-size", type=int, default=None, help="patches per step (default: a preset for the device)")
+    t.add_argument("--width", type=int, default=None, help="channels of the first U-Net level (default: preset)")
+    t.add_argument("--depth", type=int, default=None, help="number of U-Net down-sampling levels (default: preset)")
     common(t)
     t.set_defaults(func=cmd_train)
 
     pr = sub.add_parser("predict", help="predict probabilities (and labels) for an image")
-    pr.add_argument("--model", required=True)
-    pr.add_argument("--image", required=True)
+    pr.add_argument("--model", required=True, help="model folder (model.safetensors + config.json)")
+    pr.add_argument("--image", required=True, help="image file: .tif, .npy or .zarr")
     pr.add_argument("--out", required=True, help="probabilities (n_classes, *spatial) as .tif or .npy")
     pr.add_argument("--labels-out", default=None, help="argmax labels (1 = background, 2.. classes)")
-    pr.add_argument("--tile-size", type=int, nargs="+", default=None)
-    pr.add_argument("--overlap", type=float, default=0.25)
+    pr.add_argument("--tile-size", type=int, nargs="+", default=None,
+                    help="tile size, one integer per model axis (default: automatic)")
+    pr.add_argument("--overlap", type=float, default=PredictConfig().overlap,
+                    help=f"fraction of overlap between tiles (default {PredictConfig().overlap:g})")
     common(pr)
     pr.set_defaults(func=cmd_predict)
 
     ev = sub.add_parser("evaluate", help="IoU of a model's prediction against ground truth")
-    ev.add_argument("--model", required=True)
-    ev.add_argument("--image", required=True)
-    ev.add_argument("--truth", required=True)
+    ev.add_argument("--model", required=True, help="model folder (model.safetensors + config.json)")
+    ev.add_argument("--image", required=True, help="image file: .tif, .npy or .zarr")
+    ev.add_argument("--truth", required=True, help="ground-truth labels (1 = background, 2.. classes)")
     ev.add_argument("--truth-instances", action="store_true", help="truth is an instance mask")
     common(ev)
     ev.set_defaults(func=cmd_evaluate)
 
     d = sub.add_parser("demo", help="train on built-in synthetic nuclei (opens napari unless --headless)")
     d.add_argument("--headless", action="store_true", help="no GUI: train, predict, print IoU and seconds")
-    d.add_argument("--time-budget", type=float, default=30.0)
+    d.add_argument("--time-budget", type=float, default=DEMO_TIME_BUDGET,
+                   help=f"seconds of training (default {DEMO_TIME_BUDGET:g})")
     d.add_argument("--out", default=None, help="also save the model folder here")
     d.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--device", default="auto", choices=DEVICE_CHOICES)
+    d.add_argument("--seed", type=int, default=0, help="random seed")
+    d.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
+                   help="where to compute; auto picks cuda, then mps, then cpu (default auto)")
     d.set_defaults(func=cmd_demo)
 
     from .cli_share import add_commands

@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .errors import UserError
 
-NORMS = ("batch", "group", "instance", "none")
+Norm = Literal["batch", "group", "instance", "none"]
+Schedule = Literal["cosine", "constant"]
+Keep = Literal["iou", "loss", "last"]
+NORMS: tuple[str, ...] = get_args(Norm)
+SCHEDULES: tuple[str, ...] = get_args(Schedule)
+KEEPS: tuple[str, ...] = get_args(Keep)
+
+DEMO_TIME_BUDGET = 30.0  # seconds of training in `napari-unet demo` (headless and in napari)
+PREVIEW_EVERY = 3.0  # seconds between live previews of the plane in view while training
 
 
 def _check(cond: bool, msg: str) -> None:
@@ -61,7 +69,7 @@ class ModelConfig(_DictMixin):
     class_names: tuple[str, ...] = ("background", "object")  # channel c = label value c+1
     depth: int = 3
     width: int = 16
-    norm: str = "batch"
+    norm: Norm = "batch"
     # percentile normalisation, applied per image and channel
     norm_low: float = 1.0
     norm_high: float = 99.8
@@ -111,8 +119,8 @@ class TrainConfig(_DictMixin):
     threads: int | None = None  # torch CPU threads; None leaves torch's setting
     ema_decay: float = 0.99  # exponential moving average of the weights (0: off); validated and kept
     class_balance: float = 0.5  # loss weight per class = frequency ** -class_balance (0: plain CE)
-    schedule: str = "cosine"  # learning rate over the steps/time budget: "cosine" decay or "constant"
-    keep: str = "iou"  # which weights to keep: best held-out "iou" (ties: lower loss), lowest "loss", or "last"
+    schedule: Schedule = "cosine"  # learning rate over the steps/time budget: "cosine" decay or "constant"
+    keep: Keep = "iou"  # which weights to keep: best held-out "iou" (ties: lower loss), lowest "loss", or "last"
     deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning): repeatable runs, slower
 
     def __post_init__(self):
@@ -134,8 +142,8 @@ class TrainConfig(_DictMixin):
         _check(0 <= self.annotated_fraction <= 1, "annotated_fraction must be in [0, 1].")
         _check(0 <= self.ema_decay < 1, "ema_decay must be in [0, 1).")
         _check(0 <= self.class_balance <= 1, "class_balance must be in [0, 1].")
-        _check(self.schedule in ("cosine", "constant"), "schedule must be 'cosine' or 'constant'.")
-        _check(self.keep in ("iou", "loss", "last"), f"keep must be 'iou', 'loss' or 'last', got {self.keep!r}.")
+        _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
+        _check(self.keep in KEEPS, f"keep must be one of {KEEPS}, got {self.keep!r}.")
         _check(isinstance(self.deterministic, bool), "deterministic must be true or false.")
         _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1), "threads must be >= 1.")
 
@@ -172,4 +180,5 @@ def default_presets(ndim: int, device_type: str) -> tuple[dict, dict]:
     return model, train
 
 
-__all__ = ["ModelConfig", "TrainConfig", "PredictConfig", "default_presets", "NORMS"]
+__all__ = ["ModelConfig", "TrainConfig", "PredictConfig", "default_presets", "NORMS", "SCHEDULES", "KEEPS",
+           "DEMO_TIME_BUDGET", "PREVIEW_EVERY"]

@@ -167,37 +167,35 @@ def gui(make_napari_viewer):
     image = viewer.add_image(SYN.image, name="cells")
     widget = UNetWidget(viewer)
     viewer.window.add_dock_widget(widget)
-    widget.image_combo.value = image
-    widget.budget_spin.setValue(1)
+    widget.annotate.image.value = image
+    widget.training.budget.value = 1
     return viewer, widget
 
 
 def _wait_idle(qtbot, widget):
-    from napari_unet.widgets.main import State
-
-    qtbot.waitUntil(lambda: widget.state == State.IDLE and widget.worker is None, timeout=20_000)
+    qtbot.waitUntil(lambda: not widget.state.busy and widget.worker is None, timeout=20_000)
 
 
 def test_widget_bad_inputs_notify_and_keep_annotations(gui, qtbot, notes, tmp_path):
     viewer, widget = gui
-    widget.train()
+    widget.training.train()
     assert "annotation layer" in notes[-1]
     other = viewer.add_labels(np.zeros((10, 10), np.uint8), name="other")
-    widget.labels_combo.value = other
-    widget.train()
+    widget.annotate.labels.value = other
+    widget.training.train()
     assert "have shape (10, 10)" in notes[-1]
-    ann = widget.new_annotations()
+    ann = widget.annotate.new_annotations()
     ann.data[:] = np.where(ANN > 0, 2, 0)
     before = digest(ann.data)
-    widget.train()
+    widget.training.train()
     _wait_idle(qtbot, widget)
     assert "Only label 2" in notes[-1]
-    widget.load_model(_folder(tmp_path, "foreign"))
+    widget.model_panel.load_model(_folder(tmp_path, "foreign"))
     assert "not a napari-unet model" in notes[-1]
-    widget.classes_edit.setText("background, background")
-    widget.new_annotations()
+    widget.annotate.classes.value = "background, background"
+    widget.session.guard(widget.annotate.new_annotations)
     assert "different names" in notes[-1]
-    widget.accept_prediction()
+    widget.review.accept_prediction()
     assert "no prediction" in notes[-1]
     assert digest(ann.data) == before and digest(other.data) == digest(np.zeros((10, 10), np.uint8))
 

@@ -49,8 +49,8 @@ def test_demo_viewer_docks_widget(make_napari_viewer):
 
     viewer, widget = open_demo_viewer(show=False)
     try:
-        assert widget.image_combo.value.name == "nuclei"
-        assert widget.labels_combo.value.name == "nuclei annotations"
+        assert widget.annotate.image.value.name == "nuclei"
+        assert widget.annotate.labels.value.name == "nuclei annotations"
     finally:
         viewer.close()
 

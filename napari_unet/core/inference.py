@@ -8,8 +8,6 @@ worker can stop it) and returning float32 probabilities ``(n_classes, *spatial)`
 from __future__ import annotations
 
 from collections.abc import Generator
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
@@ -19,15 +17,10 @@ from .checkpoint import Model
 from .data import ImageView, compute_percentiles, normalize
 from .device import OutOfMemoryError, autocast, get_device, memory_format_for
 from .tiling import tiled_apply
-from .util import Notice, drain
+from .events import Notice, PredictProgress  # noqa: F401 - re-exported
+from .util import drain
 
 DEFAULT_TILE = {2: 512, 3: 96}
-
-
-@dataclass
-class PredictProgress:
-    done: int
-    total: int
 
 
 def _tile_for(model: Model, spatial: tuple[int, ...], tile_size) -> tuple[int, ...]:

@@ -19,77 +19,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import ModelConfig, PredictConfig, TrainConfig, default_presets
+from ..config import PREVIEW_EVERY, ModelConfig, PredictConfig, TrainConfig, default_presets
 from ..errors import UserError
 from .checkpoint import Model, check_writable_folder, load_model, save_model, save_or_rescue
 from .data import PatchSampler, Sample, check_annotations, class_counts, make_samples, split_validation
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
 from .metrics import mean_object_iou
+from .events import (Notice, Preview, Progress, Saved, Started, Validation,  # noqa: F401 - re-exported
+                     budget_fraction)
 from .record import data_fingerprints, thin_losses, versions
-from .util import Notice, drain
+from .util import drain
 
 
 GRAD_CLIP = 10.0  # gradient norm clip: a spike cannot wreck the weights
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
-
-
-# --------------------------------------------------------------------------- events
-@dataclass
-class Started:
-    device: str
-    model_config: ModelConfig
-    patch_size: tuple[int, ...]
-    batch_size: int
-    n_train_samples: int
-    n_val_regions: int
-    warm_start: bool
-
-
-@dataclass
-class Progress:
-    step: int
-    steps: int | None
-    loss: float
-    elapsed: float
-    time_budget: float | None
-
-    @property
-    def fraction(self) -> float:
-        return budget_fraction(self.step, self.steps, self.elapsed, self.time_budget)
-
-
-def budget_fraction(step: int, steps: int | None, elapsed: float, time_budget: float | None) -> float:
-    """How much of the training budget is used: the larger of the step and time fractions."""
-    parts = []
-    if steps:
-        parts.append(step / steps)
-    if time_budget:
-        parts.append(elapsed / time_budget)
-    return min(1.0, max(parts)) if parts else 0.0
-
-
-@dataclass
-class Validation:
-    step: int
-    loss: float
-    iou: float
-    best_iou: float
-    best_step: int
-    improved: bool
-
-
-@dataclass
-class Preview:
-    step: int
-    key: object
-    probabilities: np.ndarray
-
-
-@dataclass
-class Saved:
-    step: int
-    path: str
 
 
 @dataclass
@@ -164,7 +108,7 @@ class _Validator:
 # --------------------------------------------------------------------------- the loop
 def train(images, labels, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
           init: Model | str | None = None, channel_axis=None, from_instances: bool = False, out=None,
-          preview: PreviewSource | None = None, preview_every: float = 3.0,
+          preview: PreviewSource | None = None, preview_every: float = PREVIEW_EVERY,
           should_stop: Callable[[], bool] | None = None, record: dict | None = None
           ) -> Generator[object, None, TrainResult]:
     """Train a U-Net on images and annotations (0 ignored, 1 background, 2.. classes).

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Generator
-from dataclasses import dataclass
 from typing import Any, TypeVar
+
+from .events import Notice  # noqa: F401 - re-exported (it used to live here)
 
 R = TypeVar("R")
 
@@ -18,10 +19,3 @@ def drain(gen: Generator[Any, Any, R], on_event: Callable[[Any], None] | None = 
             return stop.value
         if on_event is not None:
             on_event(ev)
-
-
-@dataclass
-class Notice:
-    """Something the user should know that is not an error (e.g. a smaller batch after running out of memory)."""
-
-    message: str

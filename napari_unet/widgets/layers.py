@@ -11,12 +11,28 @@ from napari.utils.colormaps import DirectLabelColormap
 
 from .._colors import label_color_dict
 
-PROB_COLORMAPS = ["magenta", "green", "cyan", "yellow", "red", "blue"]
+# perceptual maps (brightness grows with probability), drawn translucent so the image shows through
+PROB_COLORMAPS = ["magma", "viridis", "cividis", "inferno", "plasma"]
+PROB_STYLE = dict(contrast_limits=(0.0, 1.0), blending="translucent", opacity=0.55)
+ANNOTATION_OPACITY = 0.8
+ACCEPTED_OPACITY = 0.45  # after Accept the annotations cover the whole image: let it show through
 LINK_KEY = "napari_unet_image"  # annotation layer metadata: the image layer it annotates
 
 
-def label_colormap(n_values: int, transparent_background: bool = False) -> DirectLabelColormap:
-    return DirectLabelColormap(color_dict=label_color_dict(n_values, transparent_background))
+def label_colormap(n_values: int, transparent_background: bool = False, prediction: bool = False) -> DirectLabelColormap:
+    return DirectLabelColormap(color_dict=label_color_dict(n_values, transparent_background, prediction))
+
+
+def class_features(class_names) -> dict:
+    """Layer features naming each label value, shown in napari's status bar on hover."""
+    names = ["not annotated"] + list(class_names)
+    return {"index": list(range(len(names))), "class": names}
+
+
+def name_classes(layer: Labels, class_names) -> None:
+    """Record the class names on a Labels layer (metadata and hover features)."""
+    layer.metadata["class_names"] = list(class_names)
+    layer.features = class_features(class_names)
 
 
 def channel_axis(layer: Image) -> int | None:
@@ -53,8 +69,8 @@ def add_annotation_layer(viewer, image: Image, class_names) -> Labels:
         return existing
     shape = spatial_shape(image)
     data = np.zeros(shape, np.uint8 if len(class_names) < 255 else np.uint16)
-    layer = viewer.add_labels(data, name=annotation_name(image), opacity=0.8,
-                              colormap=label_colormap(len(class_names)),
+    layer = viewer.add_labels(data, name=annotation_name(image), opacity=ANNOTATION_OPACITY,
+                              colormap=label_colormap(len(class_names)), features=class_features(class_names),
                               metadata={LINK_KEY: image.name, "class_names": list(class_names)},
                               **_same_frame(image, len(shape)))
     layer.brush_size = 4
@@ -123,8 +139,7 @@ def write_probabilities(viewer, image: Image, probs: np.ndarray, class_names, ke
     n_obj = len(class_names) - 1
     for c in range(1, len(class_names)):
         name = probability_name(image.name, class_names[c], n_obj)
-        style = dict(colormap=PROB_COLORMAPS[(c - 1) % len(PROB_COLORMAPS)], contrast_limits=(0.0, 1.0),
-                     blending="additive", opacity=0.6)
+        style = dict(colormap=PROB_COLORMAPS[(c - 1) % len(PROB_COLORMAPS)], **PROB_STYLE)
         if key is None:
             _upsert_image(viewer, name, probs[c], image, **style)
             continue
@@ -135,15 +150,18 @@ def write_probabilities(viewer, image: Image, probs: np.ndarray, class_names, ke
         layer.refresh()
 
 
-def write_prediction(viewer, image: Image, labels: np.ndarray, n_classes: int) -> Labels:
-    """The argmax ``Labels`` layer (1 = background, shown transparent), reused by name."""
+def write_prediction(viewer, image: Image, labels: np.ndarray, class_names) -> Labels:
+    """The argmax ``Labels`` layer (1 = background, shown transparent; classes in the prediction
+    palette, never the annotation colours), reused by name."""
     name = prediction_name(image.name)
     if name in viewer.layers and isinstance(viewer.layers[name], Labels) and viewer.layers[name].data.shape == labels.shape:
         layer = viewer.layers[name]
         layer.data = labels
-        return layer
-    return _add_output(viewer, "labels", name, labels, image, opacity=0.5,
-                       colormap=label_colormap(n_classes, True))
+    else:
+        layer = _add_output(viewer, "labels", name, labels, image, opacity=0.6,
+                            colormap=label_colormap(len(class_names), True, prediction=True))
+    name_classes(layer, class_names)
+    return layer
 
 
 def accept_prediction(annotations: Labels, prediction: np.ndarray) -> int:
@@ -158,4 +176,15 @@ def accept_prediction(annotations: Labels, prediction: np.ndarray) -> int:
     if idx[0].size == 0:
         return 0
     annotations.data_setitem(idx, prediction[idx].astype(data.dtype))
+    annotations.opacity = min(annotations.opacity, ACCEPTED_OPACITY)
     return int(idx[0].size)
+
+
+def image_data(layer: Image):
+    """The full-resolution data of an image layer (level 0 of a multiscale one)."""
+    return layer.data[0] if layer.multiscale else layer.data
+
+
+def is_output(layer) -> bool:
+    """A probability layer written by this plugin (not an image to predict)."""
+    return " probabilities" in layer.name

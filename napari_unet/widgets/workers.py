@@ -1,17 +1,11 @@
-"""What runs in napari workers, and the glue that keeps a worker from outliving its widget."""
+"""What runs in napari workers, and the runner that starts them on a thread."""
 
 from __future__ import annotations
 
-import threading
+from superqt.utils import create_worker
 
+from ..core.events import PredictResult
 from ..core.inference import predict_iter
-
-
-def on_viewer_closed(stop: threading.Event, box: list, *_):
-    """The viewer closed: end any worker at its next yield (no reference to the dead widget)."""
-    stop.set()
-    if box and box[0] is not None:
-        box[0].quit()
 
 
 class WorkerError(Exception):
@@ -29,7 +23,18 @@ def shielded(fn, *args, **kwargs):
 
 
 def predict_many(model, jobs):
-    """Worker body: jobs are (name, data, channel_axis); yields progress, then ("result", name, probs)."""
+    """Worker body: jobs are (name, data, channel_axis); yields progress, then a PredictResult per image."""
     for name, data, ax in jobs:
         probs = yield from predict_iter(model, data, channel_axis=ax)
-        yield ("result", name, probs)
+        yield PredictResult(name, probs)
+
+
+def run_in_thread(body, *args, on_event, on_return, on_error, on_finished, **kwargs):
+    """Start ``body`` (a generator function) in a superqt worker; callbacks run on the main thread."""
+    worker = create_worker(shielded, body, *args, _start_thread=False, _ignore_errors=True, **kwargs)
+    worker.yielded.connect(on_event)
+    worker.returned.connect(on_return)
+    worker.errored.connect(on_error)
+    worker.finished.connect(on_finished)
+    worker.start()
+    return worker

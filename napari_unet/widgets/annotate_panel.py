@@ -1,0 +1,92 @@
+"""1. Annotate: the image, its annotation layer, the class names, and how to read the annotations."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import CheckBox, Container, LineEdit, PushButton, create_widget
+from napari.layers import Image, Labels
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ..config import ModelConfig
+from ..errors import UserError
+from . import layers as L
+from .session import TrainInput, parse_class_names
+
+
+class AnnotatePanel(QWidget):
+    def __init__(self, viewer, session):
+        super().__init__()
+        self.viewer, self.session = viewer, session
+        # layer pickers as napari users know them: napari keeps their choices in sync with the layer list
+        self.image = create_widget(annotation="napari.layers.Image", label="image")
+        self.labels = create_widget(annotation="napari.layers.Labels", label="annotations")
+        self.new_layer = PushButton(text="New annotation layer")
+        self.classes = LineEdit(value=", ".join(ModelConfig().class_names), label="classes")
+        self.classes.tooltip = ("Class names in label order: label 1 = first name (background), label 2 = second, "
+                                "... Label 0 erases (0 = not annotated). Hover a pixel to see its class.")
+        self.instances = CheckBox(text="annotations are instance masks (0 = background)")
+        self.all_pairs = CheckBox(text="train on every annotated image")
+        self.form = Container(widgets=[self.image, self.labels, self.new_layer, self.classes, self.instances,
+                                       self.all_pairs])
+        self.form.margins = (0, 0, 0, 0)
+        QVBoxLayout(self).addWidget(self.form.native)
+        self.layout().setContentsMargins(0, 0, 0, 0)
+        self.image.changed.connect(self._on_image_changed)
+        self.new_layer.changed.connect(lambda *_: session.guard(self.new_annotations))
+        session.model_changed.connect(self._on_model)
+
+    def reset_choices(self, *_):
+        self.form.reset_choices()
+
+    def _on_image_changed(self, img):
+        ann = L.find_annotations(self.viewer, img) if img is not None else None
+        if ann is not None:
+            self.labels.value = ann
+
+    def _on_model(self, model):
+        if model is not None:  # the field always names the classes of the model in use
+            self.classes.value = ", ".join(model.config.class_names)
+
+    def class_names(self) -> tuple[str, ...]:
+        return parse_class_names(self.classes.value)
+
+    def new_annotations(self) -> Labels:
+        img = self.image.value
+        if img is None:
+            raise UserError("Open or select an image layer first.")
+        names = self.class_names()
+        layer = L.add_annotation_layer(self.viewer, img, names)
+        self.reset_choices()
+        self.labels.value = layer
+        self.viewer.layers.selection.active = layer
+        show_info(f"Paint with label 1 for {names[0]}, 2 for {names[1]}; a few strokes are enough to start.")
+        return layer
+
+    def pairs(self) -> list[tuple[Image, Labels]]:
+        if self.all_pairs.value:
+            pairs = L.annotated_pairs(self.viewer)
+            if not pairs:
+                raise UserError("No image has an annotation layer with painted pixels; paint first.")
+            return pairs
+        img, ann = self.image.value, self.labels.value
+        if img is None:
+            raise UserError("Select the image to train on.")
+        if ann is None:
+            raise UserError("Select an annotation layer, or press 'New annotation layer' and paint.")
+        if tuple(ann.data.shape) != L.spatial_shape(img):
+            raise UserError(f"The annotations '{ann.name}' have shape {tuple(ann.data.shape)} but the image "
+                            f"'{img.name}' has {L.spatial_shape(img)}; pick matching layers.")
+        return [(img, ann)]
+
+    @staticmethod
+    def train_inputs(pairs) -> list[TrainInput]:
+        """Copies of the images and annotations, made here on the main thread for the worker."""
+        return [TrainInput(img.name, np.array(L.image_data(img), copy=True), np.array(ann.data, copy=True),
+                           L.channel_axis(img)) for img, ann in pairs]
+
+    def show_class_names(self, names, pairs=None) -> None:
+        """The names in use, in the field and on the annotation layers (hover shows them)."""
+        self.classes.value = ", ".join(names)
+        for _, ann in pairs or []:
+            L.name_classes(ann, names)

@@ -1,0 +1,95 @@
+"""3. Review and correct: predict, accept the prediction into the annotations, rounds of correction."""
+
+from __future__ import annotations
+
+import numpy as np
+from magicgui.widgets import Container, PushButton
+from napari.layers import Image
+from napari.utils.notifications import show_info
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+
+from ..errors import UserError
+from . import layers as L
+from .session import PredictInput, snapshot
+
+
+class ReviewPanel(QWidget):
+    def __init__(self, viewer, session, annotate):
+        super().__init__()
+        self.viewer, self.session, self.annotate = viewer, session, annotate
+        self.predict_btn = PushButton(text="Predict")
+        self.predict_all_btn = PushButton(text="Predict all images")
+        self.accept_btn = PushButton(text="Accept prediction into annotations")
+        self.accept_btn.tooltip = ("Fills the pixels you have not painted with the prediction (Ctrl+Z undoes); the "
+                                   "annotations are then drawn fainter. Fix the prediction's mistakes with the brush "
+                                   "and train again.")
+        row = Container(widgets=[self.predict_btn, self.predict_all_btn], layout="horizontal", labels=False)
+        row.margins = (0, 0, 0, 0)
+        self.form = Container(widgets=[row, self.accept_btn], labels=False)
+        self.form.margins = (0, 0, 0, 0)
+        self.rounds_label = QLabel("Rounds: none yet")  # a QLabel: magicgui's Label does not wrap words
+        self.rounds_label.setWordWrap(True)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.form.native)
+        lay.addWidget(self.rounds_label)
+        self.predict_btn.changed.connect(lambda *_: self.predict())
+        self.predict_all_btn.changed.connect(lambda *_: self.predict(all_images=True))
+        self.accept_btn.changed.connect(lambda *_: self.accept_prediction())
+        session.predicted.connect(self._on_predicted)
+        session.trained.connect(self._on_trained)
+        session.rounds_changed.connect(self._on_rounds)
+        session.state_changed.connect(self._on_state)
+        self._on_state(session.state)
+
+    def _on_state(self, state):
+        can = not state.busy and self.session.model is not None
+        self.predict_btn.enabled = self.predict_all_btn.enabled = can
+
+    def predict(self, all_images: bool = False, images=None):
+        self.session.guard(self._predict, all_images, images)
+
+    def _predict(self, all_images=False, images=None):
+        if images is None:
+            images = [lay for lay in self.viewer.layers if isinstance(lay, Image) and not L.is_output(lay)] \
+                if all_images else [self.annotate.image.value]
+        inputs = [PredictInput(img.name, snapshot(L.image_data(img)), L.channel_axis(img))
+                  for img in images if img is not None]
+        self.session.start_prediction(inputs)
+
+    def _on_trained(self, result):
+        name = self.session.preview_name
+        if name in self.viewer.layers:  # show the trained model's prediction of the image it learnt from
+            self.predict(images=[self.viewer.layers[name]])
+
+    def _on_predicted(self, name, probs, labels):
+        if name not in self.viewer.layers or self.session.model is None:
+            return
+        img = self.viewer.layers[name]
+        names = self.session.model.config.class_names
+        L.write_probabilities(self.viewer, img, probs, names)
+        L.write_prediction(self.viewer, img, labels, names)
+
+    def _on_rounds(self, rounds):
+        lines = [f"round {i + 1}: prediction vs corrected annotations Dice {r['dice']:.3f}"
+                 for i, r in enumerate(rounds[-5:])]
+        self.rounds_label.setText("\n".join(lines) or "Rounds: none yet")
+
+    def accept_prediction(self) -> int | None:
+        """Fill the unpainted pixels of the annotations with the prediction; returns how many."""
+        return self.session.guard(self._accept)
+
+    def _accept(self) -> int:
+        img, ann = self.annotate.image.value, self.annotate.labels.value
+        if img is None or ann is None:
+            raise UserError("Select the image and its annotation layer first.")
+        name = L.prediction_name(img.name)
+        if name not in self.viewer.layers:
+            raise UserError(f"There is no prediction for '{img.name}' yet; press Predict first.")
+        pred = np.asarray(self.viewer.layers[name].data)
+        if pred.shape != tuple(ann.data.shape):
+            raise UserError(f"The prediction has shape {pred.shape} but '{ann.name}' has {tuple(ann.data.shape)}.")
+        n = L.accept_prediction(ann, pred)
+        self.viewer.layers[name].visible = False  # now in the annotations: show those, not both
+        show_info(f"Filled {n} unpainted pixels from the prediction (Ctrl+Z undoes). Fix mistakes, then Train.")
+        return n

@@ -1,0 +1,341 @@
+"""The widget's state without Qt widgets: model, state, rounds, configs, preview requests, workers.
+
+The panels listen to its signals (psygnal, which napari ships) and call its methods; it never
+touches a layer or a widget, so it is tested without a viewer. Work runs through ``runner``: the
+dock passes a Qt thread runner (``workers.run_in_thread``); the default :func:`run_sync` runs the
+same generator on the calling thread (tests, scripts).
+
+Thread rule: the worker only reads the copies in :class:`TrainInput` (made on the main thread
+by the panel) and the preview request, which points into those copies; prediction reads
+:class:`PredictInput`, a copy of in-memory data or a lazy array (see :func:`snapshot`).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+from enum import Enum
+
+import numpy as np
+from psygnal import Signal
+
+from ..config import PREVIEW_EVERY, ModelConfig, TrainConfig, default_presets
+from ..core import events as E
+from ..core import training as T
+from ..core.checkpoint import load_model, save_model
+from ..core.data import ImageView, compute_percentiles
+from ..core.device import get_device
+from ..core.inference import to_labels
+from ..core.metrics import agreement
+from ..core.util import drain
+from ..errors import UserError
+from .targets import check_model_target
+from .workers import WorkerError, predict_many
+
+GUI_THREADS = max(1, (os.cpu_count() or 2) - 1)  # leave a core to napari's event loop
+MAX_3D_PREVIEW_VOXELS = 8_000_000
+
+
+class State(Enum):
+    IDLE = "idle"
+    TRAINING = "training"
+    STOPPING = "stopping"
+    PREDICTING = "predicting"
+    FAILED = "failed"  # the last job failed; ready for the next one like IDLE
+
+    @property
+    def busy(self) -> bool:
+        return self in (State.TRAINING, State.STOPPING, State.PREDICTING)
+
+
+@dataclass(frozen=True)
+class TrainInput:
+    """One image and its annotations, copied on the main thread: the worker never reads a layer."""
+
+    name: str
+    image: np.ndarray
+    labels: np.ndarray
+    channel_axis: int | None
+
+
+@dataclass(frozen=True)
+class PredictInput:
+    name: str
+    data: object  # see snapshot()
+    channel_axis: int | None
+
+
+def snapshot(data):
+    """What a prediction worker may read: a copy of in-memory data; lazy arrays (dask, zarr) as they
+    are, since copying would load them whole and napari never writes into them."""
+    return np.array(data, copy=True) if isinstance(data, np.ndarray) else data
+
+
+def run_sync(body, *args, on_event, on_return, on_error, on_finished, **kwargs):
+    """Run a worker body on the calling thread with the callbacks a thread runner would call."""
+    try:
+        result = drain(body(*args, **kwargs), on_event)
+    except Exception as e:  # noqa: BLE001 - reported like a worker's error
+        on_error(e)
+    else:
+        on_return(result)
+    finally:
+        on_finished()
+
+
+def parse_class_names(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise UserError("Classes must list at least two different names, background first "
+                        "(e.g. 'background, nucleus').")
+    return names
+
+
+def describe_model(model) -> str:
+    """The model in a few lines; a UserError when its recorded history is malformed."""
+    c = model.config
+    sessions = [h for h in model.history if isinstance(h, dict) and "steps" in h]
+    if any(not isinstance(h["steps"], int) or isinstance(h["steps"], bool) for h in sessions):
+        raise UserError("The model's training history is malformed (steps is not a whole number); the "
+                        "config.json was edited or damaged, save the model again from its source.")
+    last = sessions[-1] if sessions else {}
+    return (f"{c.ndim}D U-Net (depth {c.depth}, width {c.width}), {c.in_channels} channel(s)\n"
+            "classes: " + ", ".join(f"{i + 1}={n}" for i, n in enumerate(c.class_names)) + "\n"
+            f"trained {len(sessions)} session(s), {sum(h['steps'] for h in sessions)} steps; "
+            f"last on {last.get('device', '?')}, kept {last.get('kept', '?')}")
+
+
+class Session:
+    state_changed = Signal(object)  # State
+    model_changed = Signal(object)  # Model | None
+    event = Signal(object)  # every core event (napari_unet.core.events), on the main thread
+    trained = Signal(object)  # TrainResult, once the worker is gone and the state is idle again
+    predicted = Signal(str, object, object)  # image name, probabilities, argmax labels
+    rounds_changed = Signal(list)
+    error = Signal(str)
+
+    def __init__(self, runner=run_sync):
+        self.runner = runner
+        self.state = State.IDLE
+        self.model = None
+        self.model_info = "No model: Train starts a new one."
+        self.rounds: list[dict] = []
+        self.round_predictions: dict[str, np.ndarray] = {}
+        self.preview_every = PREVIEW_EVERY  # seconds; tests set 0 to preview after every step
+        self.preview_name: str | None = None
+        self._preview = None  # (source copy, channel axis, percentiles, ndim) while training
+        self._request = None  # read by the worker: (key, array, axis, percentiles) or None
+        self._stop = threading.Event()
+        self._worker = None
+        self._result = None
+        self._failed = False
+        self.closed = False
+
+    # ------------------------------------------------------------------ state and errors
+    def set_state(self, state: State) -> None:
+        self.state = state
+        self.state_changed.emit(state)
+
+    def report(self, exc: BaseException) -> None:
+        msg = str(exc) if isinstance(exc, (UserError, WorkerError)) else f"{type(exc).__name__}: {exc}"
+        self.error.emit(msg)
+
+    def guard(self, fn, *args, **kwargs):
+        """Call ``fn``; any failure becomes an error message, never an exception into Qt."""
+        try:
+            return fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001
+            self.report(e)
+            if self.state.busy and self._worker is None:
+                self.set_state(State.IDLE)  # failed while starting a job
+            return None
+
+    # ------------------------------------------------------------------ configuration
+    def resolve_classes(self, names: tuple[str, ...], labels: list[np.ndarray]) -> tuple[tuple[str, ...], str | None]:
+        """Class names that match what is painted, and a notice when they had to change."""
+        top = max(int(lab.max()) if lab.size else 0 for lab in labels)
+        if self.model is not None:
+            c = self.model.config
+            if top > c.n_classes:
+                raise UserError(f"Label {top} is painted but the model knows {c.n_classes} classes "
+                                f"({', '.join(c.class_names)}); press New model to add a class, or erase label {top}.")
+            if len(names) != c.n_classes:
+                raise UserError(f"The model has {c.n_classes} classes ({', '.join(c.class_names)}); list exactly "
+                                f"{c.n_classes} names in 'classes', or press New model to change the classes.")
+            return names, None
+        if top <= len(names):
+            return names, None
+        extra = tuple(f"label {v}" for v in range(len(names) + 1, top + 1))
+        return names + extra, (f"Label(s) {', '.join(str(v) for v in range(len(names) + 1, top + 1))} are painted "
+                               f"but not named: training {top} classes, called {', '.join(extra)}. Rename them "
+                               "in 'classes'.")
+
+    def model_config(self, names: tuple[str, ...], ndim: int, device: str) -> ModelConfig | None:
+        """The architecture of a new model (None when continuing the current one)."""
+        if self.model is not None:
+            return None
+        return ModelConfig(ndim=ndim, class_names=names, **default_presets(ndim, get_device(device).type)[0])
+
+    @staticmethod
+    def train_config(time_budget: float, device: str) -> TrainConfig:
+        return TrainConfig(time_budget=float(time_budget), device=device, threads=GUI_THREADS)
+
+    # ------------------------------------------------------------------ training
+    def start_training(self, inputs: list[TrainInput], names: tuple[str, ...], *, ndim: int = 2, device: str = "auto",
+                       time_budget: float = TrainConfig().time_budget, from_instances: bool = False,
+                       preview: bool = True, view_step: tuple[int, ...] = ()) -> tuple[str, ...] | None:
+        """Start training on ``inputs``; returns the class names used (None when busy)."""
+        if self.state.busy:
+            return None
+        if not from_instances:
+            names, notice = self.resolve_classes(names, [i.labels for i in inputs])
+        else:
+            names, notice = (names if self.model is None else self.model.config.class_names), None
+        mc = self.model_config(names, ndim, device)
+        if self.model is not None and names != self.model.config.class_names:
+            self.model.config = self.model.config.replace(class_names=names)  # a rename, same count
+            self.model_info = describe_model(self.model)
+            self.model_changed.emit(self.model)
+        tc = self.train_config(time_budget, device)
+        self.record_rounds(inputs)
+        first = inputs[0]
+        norm = self.model.config if self.model is not None else mc
+        pct = compute_percentiles(ImageView(first.image, first.channel_axis), norm.norm_low, norm.norm_high)
+        self._preview = (first.image, first.channel_axis, pct, norm.ndim) if preview else None
+        self.preview_name = first.name
+        self._request = None
+        self._stop.clear()
+        self._result, self._failed = None, False
+        if notice:
+            self.event.emit(E.Notice(notice))
+        self.set_state(State.TRAINING)
+        self.update_preview(view_step)
+        self._run(T.train, [i.image for i in inputs], [i.labels for i in inputs], model_config=mc, train_config=tc,
+                  init=self.model, channel_axis=[i.channel_axis for i in inputs], from_instances=from_instances,
+                  preview=self.preview_request if preview else None, preview_every=self.preview_every,
+                  should_stop=self._stop.is_set)
+        return names
+
+    def update_preview(self, current_step: tuple[int, ...]) -> None:
+        """Point the preview at the plane in view (a view into the training copy, no copy made)."""
+        if self._preview is None or self.state != State.TRAINING:
+            self._request = None
+            return
+        img, ax, pct, ndim = self._preview
+        sp = ImageView(img, ax).spatial_shape
+        if ndim == 3:
+            self._request = (None, img, ax, pct) if int(np.prod(sp)) <= MAX_3D_PREVIEW_VOXELS else None
+            return
+        lead = len(sp) - 2
+        step = tuple(current_step)[-len(sp):] if len(current_step) >= len(sp) else (0,) * len(sp)
+        key = tuple(int(min(max(s, 0), n - 1)) for s, n in zip(step[:lead], sp[:lead]))
+        self._request = (key, img[key], ax, pct)
+
+    def preview_request(self):
+        return self._request  # called by the worker
+
+    def stop(self) -> None:
+        if self.state == State.TRAINING:
+            self._stop.set()
+            self.set_state(State.STOPPING)
+
+    def record_rounds(self, inputs: list[TrainInput]) -> None:
+        """Dice between the last prediction and the (corrected) annotations: how much the user changed."""
+        for item in inputs:
+            pred = self.round_predictions.pop(item.name, None)
+            if pred is not None and pred.shape == item.labels.shape and item.labels.any():
+                self.rounds.append({"image": item.name, "dice": agreement(pred, item.labels)})
+                self.rounds_changed.emit(self.rounds)
+
+    def new_model(self) -> None:
+        if self.state.busy:
+            return
+        self.rounds.clear()
+        self.round_predictions.clear()
+        self.rounds_changed.emit(self.rounds)
+        self._swap(None, "No model: Train starts a new one.")
+        self.set_state(State.IDLE)
+
+    # ------------------------------------------------------------------ prediction
+    def start_prediction(self, inputs: list[PredictInput]) -> None:
+        if self.state.busy:
+            return
+        if self.model is None:
+            raise UserError("There is no model yet: train one or load a model folder first.")
+        if not inputs:
+            raise UserError("Select an image layer to predict.")
+        self._failed = False
+        self.set_state(State.PREDICTING)
+        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis) for i in inputs])
+
+    # ------------------------------------------------------------------ model folders
+    def save(self, folder, overwrite: bool = False):
+        """Write the model folder; never into a folder of other files, nor over a model unless ``overwrite``."""
+        if self.model is None:
+            raise UserError("There is no model to save yet; train one first.")
+        check_model_target(folder, overwrite, flag="'Replace'")
+        return save_model(self.model, folder)
+
+    def load(self, folder, device: str = "auto"):
+        """Load and check everything before the model in use changes; returns the model (None when busy)."""
+        if self.state.busy:
+            return None
+        model = load_model(folder, get_device(device))
+        info = describe_model(model)
+        self.round_predictions.clear()
+        self._swap(model, info)
+        self.set_state(State.IDLE)
+        return model
+
+    def _swap(self, model, info: str) -> None:
+        self.model, self.model_info = model, info
+        self.model_changed.emit(model)
+
+    # ------------------------------------------------------------------ workers
+    def _run(self, body, *args, **kwargs) -> None:
+        self._worker = self.runner(body, *args, on_event=self._on_event, on_return=self._on_return,
+                                   on_error=self._on_error, on_finished=self._on_finished, **kwargs)
+
+    @property
+    def worker(self):
+        return self._worker
+
+    def _on_event(self, ev) -> None:
+        if self.closed:
+            return
+        if isinstance(ev, E.PredictResult):
+            labels = to_labels(ev.probabilities)
+            self.round_predictions[ev.name] = labels
+            self.predicted.emit(ev.name, ev.probabilities, labels)
+            return
+        self.event.emit(ev)
+
+    def _on_return(self, result) -> None:
+        if self.closed or not isinstance(result, T.TrainResult):
+            return
+        self._result = result
+        self._swap(result.model, describe_model(result.model))
+
+    def _on_error(self, exc) -> None:
+        self._failed = True
+        if not self.closed:
+            self.report(exc)
+
+    def _on_finished(self) -> None:
+        self._worker = None
+        self._preview = self._request = None
+        if self.closed:
+            return
+        self.set_state(State.FAILED if self._failed else State.IDLE)
+        result, self._result = self._result, None
+        if result is not None:
+            self.trained.emit(result)
+
+    def shutdown(self, *_) -> None:
+        """The dock or the viewer is gone: stop at the next yield and drop whatever still arrives."""
+        self.closed = True
+        self._stop.set()
+        quit_ = getattr(self._worker, "quit", None)
+        if quit_ is not None:
+            quit_()

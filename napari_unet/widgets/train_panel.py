@@ -1,0 +1,91 @@
+"""2. Train: dimensionality, device, time budget, live preview; Train / Stop / New model; the curve."""
+
+from __future__ import annotations
+
+from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
+from qtpy.QtWidgets import QVBoxLayout, QWidget
+
+from ..config import TrainConfig
+from ..core import events as E
+from ..core.device import available_devices
+from . import layers as L
+from .plot import LossPlot
+from .session import State
+
+DEFAULTS = TrainConfig()  # the form's defaults come from the config, their one home
+
+
+class TrainPanel(QWidget):
+    def __init__(self, viewer, session, annotate):
+        super().__init__()
+        self.viewer, self.session, self.annotate = viewer, session, annotate
+        self.ndim = ComboBox(choices=["2D", "3D"], value="2D", label="model")
+        self.device = ComboBox(choices=["auto", *available_devices()], value=DEFAULTS.device, label="device")
+        self.budget = SpinBox(value=int(DEFAULTS.time_budget), min=1, max=24 * 3600, step=10,
+                              label="time budget (s)")
+        self.preview = CheckBox(value=True, text="live preview of the plane in view")
+        self.train_btn = PushButton(text="Train")
+        self.stop_btn = PushButton(text="Stop")
+        self.new_model_btn = PushButton(text="New model")
+        buttons = Container(widgets=[self.train_btn, self.stop_btn, self.new_model_btn], layout="horizontal",
+                            labels=False)
+        buttons.margins = (0, 0, 0, 0)
+        self.form = Container(widgets=[self.ndim, self.device, self.budget, self.preview, buttons])
+        self.form.margins = (0, 0, 0, 0)
+        self.plot = LossPlot()  # custom painting: no magicgui widget for a live plot
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.form.native)
+        lay.addWidget(self.plot)
+        self._names: tuple[str, ...] = ()
+        self.train_btn.changed.connect(lambda *_: self.train())
+        self.stop_btn.changed.connect(lambda *_: session.stop())
+        self.new_model_btn.changed.connect(lambda *_: self.new_model())
+        annotate.image.changed.connect(self._on_image)
+        session.event.connect(self._on_event)
+        session.state_changed.connect(self._on_state)
+        viewer.dims.events.current_step.connect(self._on_step)
+        self._on_state(session.state)
+
+    def _on_image(self, img):
+        # a 3D model needs a Z axis: offer it only for images that have one
+        self.ndim.choices = ["2D", "3D"] if img is not None and len(L.spatial_shape(img)) >= 3 else ["2D"]
+
+    def _on_step(self, *_):
+        self.session.update_preview(self.viewer.dims.current_step)
+
+    def _on_state(self, state):
+        for w in (self.train_btn, self.new_model_btn, self.ndim, self.device):
+            w.enabled = not state.busy
+        self.stop_btn.enabled = state == State.TRAINING
+
+    def train(self):
+        self.session.guard(self._train)
+
+    def _train(self):
+        pairs = self.annotate.pairs()
+        names = self.session.start_training(
+            self.annotate.train_inputs(pairs), self.annotate.class_names(), ndim=int(self.ndim.value[0]),
+            device=self.device.value, time_budget=self.budget.value, from_instances=self.annotate.instances.value,
+            preview=self.preview.value, view_step=tuple(self.viewer.dims.current_step))
+        if names:
+            self._names = names
+            self.annotate.show_class_names(names, pairs)
+
+    def new_model(self):
+        self.session.new_model()
+        self.plot.clear()
+
+    def _on_event(self, ev):
+        if isinstance(ev, E.Started):
+            if not ev.warm_start:
+                self.plot.clear()
+            self.plot.start_session()
+        elif isinstance(ev, E.Progress):
+            self.plot.add_loss(ev.step, ev.loss)
+        elif isinstance(ev, E.Validation):
+            self.plot.add_val(ev.step, ev.iou, ev.saturated, ev.metric)
+        elif isinstance(ev, E.Preview):
+            name = self.session.preview_name
+            if name in self.viewer.layers:
+                L.write_probabilities(self.viewer, self.viewer.layers[name], ev.probabilities, self._names, key=ev.key)
