@@ -251,9 +251,11 @@ def cmd_demo(args) -> int:
     image, ann, _ = demo_pair(2, seed=0)
     test = make_nuclei(image.shape, seed=100)
     print(f"demo: synthetic nuclei {image.shape}, {int((ann > 0).sum())} annotated pixels (sparse strokes); "
-          f"training for {args.time_budget:g} s", file=sys.stderr)
-    tc = TrainConfig(time_budget=args.time_budget, device=args.device, seed=args.seed)
-    bar, on_event = _progress_printer(None, tc.time_budget)
+          + (f"training for {args.steps} steps" if args.steps else f"training for {args.time_budget:g} s"),
+          file=sys.stderr)
+    tc = TrainConfig(time_budget=None if args.steps else args.time_budget, steps=args.steps, device=args.device,
+                     seed=args.seed)
+    bar, on_event = _progress_printer(tc.steps, tc.time_budget)
     try:
         result = train_blocking(image, ann, train_config=tc, out=args.out, on_event=on_event)
     finally:
@@ -277,7 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 "Labels: 0 = not annotated, 1 = background, 2.. = object classes.")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     p.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
+    sub = p.add_subparsers(dest="command", required=True,
+                           help="what to do (napari-unet COMMAND --help lists its options)")
 
     def common(sp):
         sp.add_argument("--device", default="auto", choices=DEVICE_CHOICES,
@@ -334,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--headless", action="store_true", help="no GUI: train, predict, print IoU and seconds")
     d.add_argument("--time-budget", type=float, default=DEMO_TIME_BUDGET,
                    help=f"seconds of training (default {DEMO_TIME_BUDGET:g})")
+    d.add_argument("--steps", type=int, default=None,
+                   help="train exactly this many steps instead of for a time budget (reproducible)")
     d.add_argument("--out", default=None, help="also save the model folder here")
     d.add_argument("--overwrite", action="store_true", help="replace the model already in --out")
     d.add_argument("--seed", type=int, default=0, help="random seed")

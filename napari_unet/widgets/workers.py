@@ -1,8 +1,6 @@
-"""What runs in napari workers, and the runner that starts them on a thread."""
+"""What runs in napari workers, and the runner that starts them on a thread (Qt only inside it)."""
 
 from __future__ import annotations
-
-from superqt.utils import create_worker
 
 from ..core.events import PredictResult
 from ..core.inference import predict_iter
@@ -31,6 +29,8 @@ def predict_many(model, jobs):
 
 def run_in_thread(body, *args, on_event, on_return, on_error, on_finished, **kwargs):
     """Start ``body`` (a generator function) in a superqt worker; callbacks run on the main thread."""
+    from superqt.utils import create_worker  # here: the rest of this module (and the session) stays Qt-free
+
     worker = create_worker(shielded, body, *args, _start_thread=False, _ignore_errors=True, **kwargs)
     worker.yielded.connect(on_event)
     worker.returned.connect(on_return)
