@@ -10,6 +10,15 @@ torch.set_num_threads(2)
 TINY = ModelConfig(depth=2, width=4)
 
 
+def pytest_report_header(config):
+    try:
+        import qtpy
+
+        return f"Qt binding: {qtpy.API_NAME} (QT_API selects it)"
+    except Exception as e:  # noqa: BLE001 - a header, not a test
+        return f"Qt binding: none ({e})"
+
+
 @pytest.fixture
 def tiny_config():
     return TINY
