@@ -1,6 +1,9 @@
 """Regenerate the user guide's screenshots from a real viewer (needs a display: xvfb-run -a).
 
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+
+Each state is shot at 1600x1000 (the guide's pictures) and at 1366x768 (a small laptop screen:
+the whole dock must stay usable there).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from qtpy.QtWidgets import QApplication
 from skimage.io import imsave
 
 OUT = Path(__file__).parent / "images"
+SIZES = {"": (1600, 1000), "laptop-": (1366, 768)}
 
 
 def pump(app, seconds, until=None):
@@ -22,33 +26,37 @@ def pump(app, seconds, until=None):
 
 
 def main():
+    from napari_unet.core.events import Preview
     from napari_unet.widgets.launch import open_demo_viewer
 
-    viewer, w = open_demo_viewer(show=True)
+    viewer, w = open_demo_viewer(show=True, time_budget=20)
     app = QApplication.instance()
-    viewer.window._qt_window.resize(1400, 900)
-    pump(app, 1)
-    viewer.reset_view()
+    win = viewer.window._qt_window
 
-    def shot(name):
-        pump(app, 0.5)
-        imsave(OUT / name, viewer.screenshot(canvas_only=False), check_contrast=False)
+    def shot(name, sizes=SIZES):
+        for prefix, size in sizes.items():
+            win.resize(*size)
+            pump(app, 0.6)
+            viewer.reset_view()
+            pump(app, 0.3)
+            img = viewer.screenshot(canvas_only=False)
+            print(f"{prefix}{name}: window {win.width()}x{win.height()}, image {img.shape[1]}x{img.shape[0]}")
+            imsave(OUT / f"{prefix}{name}", img, check_contrast=False)
 
     ann = viewer.layers["nuclei annotations"]
     ann.mode = "paint"
     ann.selected_label = 2
-    shot("1-annotate.png")
-    w.budget_spin.setValue(20)
-    w.train()
-    pump(app, 9, until=lambda: w.first_preview_seconds is not None and w.plot.val)
-    pump(app, 3)
+    shot("1-annotate.png", {"": SIZES[""]})
+    previews = []
+    w.session.event.connect(lambda ev: previews.append(ev) if isinstance(ev, Preview) else None)
+    w.training.train()
+    pump(app, 15, until=lambda: len(previews) >= 2 and len(w.training.plot.val) >= 2)
     shot("2-training.png")
-    pump(app, 60, until=lambda: w.worker is None and "nuclei prediction" in viewer.layers)
+    pump(app, 90, until=lambda: w.worker is None and "nuclei prediction" in viewer.layers)
     pump(app, 1)
     viewer.layers["nuclei probabilities"].visible = False
-    shot("3-prediction.png")
-    w._accept()
-    viewer.layers["nuclei prediction"].visible = False
+    shot("3-prediction.png", {"": SIZES[""]})
+    w.review.accept_prediction()
     ann.selected_label = 1
     shot("4-accepted.png")
     viewer.close()

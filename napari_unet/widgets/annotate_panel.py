@@ -25,10 +25,14 @@ class AnnotatePanel(QWidget):
         self.classes = LineEdit(value=", ".join(ModelConfig().class_names), label="classes")
         self.classes.tooltip = ("Class names in label order: label 1 = first name (background), label 2 = second, "
                                 "... Label 0 erases (0 = not annotated). Hover a pixel to see its class.")
-        self.instances = CheckBox(text="annotations are instance masks (0 = background)")
-        self.all_pairs = CheckBox(text="train on every annotated image")
-        self.form = Container(widgets=[self.image, self.labels, self.new_layer, self.classes, self.instances,
-                                       self.all_pairs])
+        self.instances = CheckBox(text="instance masks")
+        self.instances.tooltip = ("The annotations are instance or binary masks from another tool: 0 = background, "
+                                  "every id > 0 = an object (class 2); the whole image counts as annotated.")
+        self.all_pairs = CheckBox(text="all annotated images")
+        self.all_pairs.tooltip = "Train on every open image that has an annotation layer with painted pixels."
+        options = Container(widgets=[self.instances, self.all_pairs], layout="horizontal", labels=False)
+        options.margins = (0, 0, 0, 0)
+        self.form = Container(widgets=[self.image, self.labels, self.new_layer, self.classes, options])
         self.form.margins = (0, 0, 0, 0)
         QVBoxLayout(self).addWidget(self.form.native)
         self.layout().setContentsMargins(0, 0, 0, 0)

@@ -7,20 +7,29 @@ from __future__ import annotations
 
 import numpy as np
 from napari.layers import Image, Labels
-from napari.utils.colormaps import DirectLabelColormap
+from napari.utils.colormaps import Colormap, DirectLabelColormap, ensure_colormap
 
 from .._colors import label_color_dict
 
 # perceptual maps (brightness grows with probability), drawn translucent so the image shows through
 PROB_COLORMAPS = ["magma", "viridis", "cividis", "inferno", "plasma"]
-PROB_STYLE = dict(contrast_limits=(0.0, 1.0), blending="translucent", opacity=0.55)
+PROB_STYLE = dict(contrast_limits=(0.0, 1.0), blending="translucent", opacity=0.7)
 ANNOTATION_OPACITY = 0.8
-ACCEPTED_OPACITY = 0.45  # after Accept the annotations cover the whole image: let it show through
+ACCEPTED_CONTOUR = 1  # after Accept the annotations cover the whole image: draw outlines, the image shows
 LINK_KEY = "napari_unet_image"  # annotation layer metadata: the image layer it annotates
 
 
 def label_colormap(n_values: int, transparent_background: bool = False, prediction: bool = False) -> DirectLabelColormap:
     return DirectLabelColormap(color_dict=label_color_dict(n_values, transparent_background, prediction))
+
+
+def probability_colormap(name: str) -> Colormap:
+    """A perceptual colormap whose opacity grows with the probability: p = 0 leaves the image as it is,
+    p = 0.3 and p = 1 differ in colour and in cover (an additive map saturates on bright objects)."""
+    base = ensure_colormap(name)
+    colors = base.map(np.linspace(0.0, 1.0, 64)).copy()
+    colors[:, 3] = np.clip(np.linspace(0.0, 1.0, 64) * 1.5, 0.0, 1.0)
+    return Colormap(colors, name=f"{name} (transparent low)")
 
 
 def class_features(class_names) -> dict:
@@ -139,7 +148,7 @@ def write_probabilities(viewer, image: Image, probs: np.ndarray, class_names, ke
     n_obj = len(class_names) - 1
     for c in range(1, len(class_names)):
         name = probability_name(image.name, class_names[c], n_obj)
-        style = dict(colormap=PROB_COLORMAPS[(c - 1) % len(PROB_COLORMAPS)], **PROB_STYLE)
+        style = dict(colormap=probability_colormap(PROB_COLORMAPS[(c - 1) % len(PROB_COLORMAPS)]), **PROB_STYLE)
         if key is None:
             _upsert_image(viewer, name, probs[c], image, **style)
             continue
@@ -176,7 +185,7 @@ def accept_prediction(annotations: Labels, prediction: np.ndarray) -> int:
     if idx[0].size == 0:
         return 0
     annotations.data_setitem(idx, prediction[idx].astype(data.dtype))
-    annotations.opacity = min(annotations.opacity, ACCEPTED_OPACITY)
+    annotations.contour = ACCEPTED_CONTOUR
     return int(idx[0].size)
 
 

@@ -6,8 +6,8 @@ or a widget). Closing the dock or the viewer stops the workers and drops what th
 
 from __future__ import annotations
 
-from qtpy.QtCore import QEvent
-from qtpy.QtWidgets import QFrame, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt
+from qtpy.QtWidgets import QFrame, QLayout, QScrollArea, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .annotate_panel import AnnotatePanel
@@ -59,7 +59,12 @@ class UNetWidget(QWidget):
         scroll = QScrollArea()  # on a small screen the sections scroll; the status line stays in view
         scroll.setWidgetResizable(True)
         scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)  # fit the width, never cut
         scroll.setWidget(body)
+        for layout in body.findChildren(QLayout):  # compact rows: the four sections fit a 768 px screen
+            layout.setSpacing(min(layout.spacing(), 3))
+        # as wide as the sections need (the dock follows), so nothing is cut on the right
+        self.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(scroll, 1)

@@ -17,6 +17,7 @@ SATURATED_COLOR = QColor("#9aa0a6")
 AXIS_COLOR = QColor("#5a626c")
 TEXT_COLOR = QColor("#c0c6cc")
 MAX_POINTS = 4000
+HEIGHT = 115
 
 
 def _fmt(v: float) -> str:
@@ -33,7 +34,7 @@ class LossPlot(QWidget):
         self.session_starts: list[int] = []
         self.metric = "held-out IoU"
         self.offset = 0
-        self.setMinimumHeight(150)
+        self.setMinimumHeight(HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
         self.setToolTip("orange: training loss (left axis); green: the score on held-out annotations (right "
                         "axis); grey: a saturated score (the held-out pixels are all right: not a measure of "
@@ -41,7 +42,7 @@ class LossPlot(QWidget):
 
     def sizeHint(self):  # noqa: N802 - Qt API
         hint = super().sizeHint()
-        hint.setHeight(150)
+        hint.setHeight(HEIGHT)
         return hint
 
     def clear(self):

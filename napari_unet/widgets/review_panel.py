@@ -27,8 +27,9 @@ class ReviewPanel(QWidget):
         row.margins = (0, 0, 0, 0)
         self.form = Container(widgets=[row, self.accept_btn], labels=False)
         self.form.margins = (0, 0, 0, 0)
-        self.rounds_label = QLabel("Rounds: none yet")  # a QLabel: magicgui's Label does not wrap words
+        self.rounds_label = QLabel()  # a QLabel: magicgui's Label does not wrap words
         self.rounds_label.setWordWrap(True)
+        self.rounds_label.setVisible(False)  # shown from the first corrected round on
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.form.native)
@@ -73,7 +74,8 @@ class ReviewPanel(QWidget):
     def _on_rounds(self, rounds):
         lines = [f"round {i + 1}: prediction vs corrected annotations Dice {r['dice']:.3f}"
                  for i, r in enumerate(rounds[-5:])]
-        self.rounds_label.setText("\n".join(lines) or "Rounds: none yet")
+        self.rounds_label.setText("\n".join(lines))
+        self.rounds_label.setVisible(bool(lines))
 
     def accept_prediction(self) -> int | None:
         """Fill the unpainted pixels of the annotations with the prediction; returns how many."""

@@ -102,8 +102,8 @@ def describe_model(model) -> str:
     last = sessions[-1] if sessions else {}
     return (f"{c.ndim}D U-Net (depth {c.depth}, width {c.width}), {c.in_channels} channel(s)\n"
             "classes: " + ", ".join(f"{i + 1}={n}" for i, n in enumerate(c.class_names)) + "\n"
-            f"trained {len(sessions)} session(s), {sum(h['steps'] for h in sessions)} steps; "
-            f"last on {last.get('device', '?')}, kept {last.get('kept', '?')}")
+            f"{len(sessions)} session(s), {sum(h['steps'] for h in sessions)} steps, last on "
+            f"{last.get('device', '?')}\nkept {last.get('kept', '?')}")
 
 
 class Session:

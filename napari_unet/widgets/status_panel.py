@@ -60,15 +60,15 @@ class StatusPanel(QWidget):
         elif isinstance(ev, E.Validation) and ev.saturated:
             self.label.setText(f"{ev.metric} {ev.iou:.3f} is saturated: the held-out annotations are all right, "
                                "which says nothing more about quality; annotate harder places.")
-        elif isinstance(ev, E.PredictProgress):
+        elif isinstance(ev, E.PredictProgress) and self.session.state == State.PREDICTING:  # not a preview's
             self.set_progress(ev.done / max(ev.total, 1))
         elif isinstance(ev, E.Notice):
             show_info(ev.message)
 
     def _on_trained(self, result):
         self.progress.setValue(STEPS)
-        self.label.setText(f"Trained {result.steps} steps in {result.seconds:.0f} s on {result.device}; "
-                           f"kept {result.kept}.")
+        self.label.setText(f"Trained {result.steps} steps in {result.seconds:.0f} s on {result.device}.")
+        self.label.setToolTip(f"kept {result.kept}")  # also in the model section
 
     def _on_error(self, msg: str):
         self.label.setText(f"Error: {msg}")

@@ -20,17 +20,23 @@ class TrainPanel(QWidget):
         super().__init__()
         self.viewer, self.session, self.annotate = viewer, session, annotate
         self.ndim = ComboBox(choices=["2D", "3D"], value="2D", label="model")
+        self.ndim.tooltip = "2D: plane by plane (stacks too); 3D: ZYX volumes (images with a Z axis)"
         self.device = ComboBox(choices=["auto", *available_devices()], value=DEFAULTS.device, label="device")
-        self.budget = SpinBox(value=int(DEFAULTS.time_budget), min=1, max=24 * 3600, step=10,
-                              label="time budget (s)")
-        self.preview = CheckBox(value=True, text="live preview of the plane in view")
+        self.budget = SpinBox(value=int(DEFAULTS.time_budget), min=1, max=24 * 3600, step=10, label="budget (s)")
+        self.budget.tooltip = "Seconds of training; Stop ends it earlier and keeps the weights."
+        self.preview = CheckBox(value=True, text="live preview")
+        self.preview.tooltip = "Predict the plane in view every few seconds while training"
+        model_row = Container(widgets=[self.ndim, self.device], layout="horizontal")
+        budget_row = Container(widgets=[self.budget, self.preview], layout="horizontal")
+        for row in (model_row, budget_row):
+            row.margins = (0, 0, 0, 0)
         self.train_btn = PushButton(text="Train")
         self.stop_btn = PushButton(text="Stop")
         self.new_model_btn = PushButton(text="New model")
         buttons = Container(widgets=[self.train_btn, self.stop_btn, self.new_model_btn], layout="horizontal",
                             labels=False)
         buttons.margins = (0, 0, 0, 0)
-        self.form = Container(widgets=[self.ndim, self.device, self.budget, self.preview, buttons])
+        self.form = Container(widgets=[model_row, budget_row, buttons], labels=False)
         self.form.margins = (0, 0, 0, 0)
         self.plot = LossPlot()  # custom painting: no magicgui widget for a live plot
         lay = QVBoxLayout(self)
