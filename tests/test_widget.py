@@ -47,6 +47,8 @@ def test_annotation_layer_is_aligned_named_and_coloured(setup):
     colors = ann.colormap.color_dict
     assert colors[3][3] > 0 and not np.allclose(colors[3], colors[2])
     assert list(ann.features["class"][:3]) == ["not annotated", "background", "object"]
+    widget.annotate.classes.value = "background, nucleus, debris"
+    assert list(ann.features["class"]) == ["not annotated", "background", "nucleus", "debris"]
     # the pickers list new layers by themselves
     other = viewer.add_image(np.zeros((8, 8), np.float32), name="other")
     assert other in widget.annotate.image.choices

@@ -37,6 +37,7 @@ class AnnotatePanel(QWidget):
         QVBoxLayout(self).addWidget(self.form.native)
         self.layout().setContentsMargins(0, 0, 0, 0)
         self.image.changed.connect(self._on_image_changed)
+        self.classes.changed.connect(self._on_classes)
         self.new_layer.changed.connect(lambda *_: session.guard(self.new_annotations))
         session.model_changed.connect(self._on_model)
 
@@ -47,6 +48,15 @@ class AnnotatePanel(QWidget):
         ann = L.find_annotations(self.viewer, img) if img is not None else None
         if ann is not None:
             self.labels.value = ann
+
+    def _on_classes(self, text):
+        """Hovering the annotations shows the names as typed (an invalid list waits for the next action)."""
+        try:
+            names = parse_class_names(text)
+        except UserError:
+            return
+        if isinstance(self.labels.value, Labels):
+            L.name_classes(self.labels.value, names)
 
     def _on_model(self, model):
         if model is not None:  # the field always names the classes of the model in use
