@@ -314,3 +314,19 @@ def test_worker_exceptions_notify_and_widget_recovers(setup, qtbot, notes, monke
     assert any("simulated failure inside prediction" in n for n in notes)
     assert widget.review.predict_btn.enabled
     np.testing.assert_array_equal(ann.data, strokes)
+
+
+def test_plot_keeps_axes_and_legend_in_a_narrow_dock(qtbot):
+    from napari_unet.widgets.plot import LossPlot
+
+    plot = LossPlot()
+    qtbot.addWidget(plot)
+    plot.resize(170, plot.sizeHint().height())
+    for step in range(1, 30):
+        plot.add_loss(step, 1.0 / step)
+    plot.add_val(25, 1.0, saturated=True, metric="held-out IoU")
+    plot.start_session()
+    plot.add_loss(1, 0.1)
+    assert plot.session_starts == [29] and plot.loss[-1][0] == 30
+    assert not plot.grab().isNull()  # paints (axes, legend on two rows at this width, session mark) without error
+

@@ -5,7 +5,7 @@ from __future__ import annotations
 from magicgui.widgets import CheckBox, ComboBox, Container, PushButton, SpinBox
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 
-from ..config import TrainConfig
+from ..config import ModelConfig, TrainConfig
 from ..core import events as E
 from ..core.device import available_devices
 from . import layers as L
@@ -19,7 +19,7 @@ class TrainPanel(QWidget):
     def __init__(self, viewer, session, annotate):
         super().__init__()
         self.viewer, self.session, self.annotate = viewer, session, annotate
-        self.ndim = ComboBox(choices=["2D", "3D"], value="2D", label="model")
+        self.ndim = ComboBox(choices=["2D", "3D"], value=f"{ModelConfig().ndim}D", label="model")
         self.ndim.tooltip = "2D: plane by plane (stacks too); 3D: ZYX volumes (images with a Z axis)"
         self.device = ComboBox(choices=["auto", *available_devices()], value=DEFAULTS.device, label="device")
         self.budget = SpinBox(value=int(DEFAULTS.time_budget), min=1, max=24 * 3600, step=10, label="budget (s)")
@@ -50,12 +50,17 @@ class TrainPanel(QWidget):
         annotate.image.changed.connect(self._on_image)
         session.event.connect(self._on_event)
         session.state_changed.connect(self._on_state)
+        session.model_changed.connect(self._on_model)
         viewer.dims.events.current_step.connect(self._on_step)
         self._on_state(session.state)
 
     def _on_image(self, img):
         # a 3D model needs a Z axis: offer it only for images that have one
         self.ndim.choices = ["2D", "3D"] if img is not None and len(L.spatial_shape(img)) >= 3 else ["2D"]
+
+    def _on_model(self, model):
+        if model is not None and f"{model.config.ndim}D" in self.ndim.choices:  # the form shows the model in use
+            self.ndim.value = f"{model.config.ndim}D"
 
     def _on_step(self, *_):
         self.session.update_preview(self.viewer.dims.current_step)
