@@ -88,6 +88,15 @@ def test_train_with_live_preview_then_predict(setup, qtbot):
     assert widget.training.plot.loss  # the live curve received points
 
 
+def test_a_saturated_score_is_shown_as_saturated(setup):
+    viewer, widget, image, syn = setup
+    widget.session.event.emit(E.Validation(25, 0.031, 1.0, 1.0, 25, True, "held-out loss", True, 0.031))
+    widget.session.event.emit(E.Progress(26, None, 0.2, 3.0, 10.0))
+    plot = widget.training.plot
+    assert plot.val[-1] == (25, 1.0, True) and plot.val_text == "held-out loss 0.031 (IoU saturated)"
+    assert "held-out IoU saturated" in widget.status.label.text()
+
+
 def test_stop_keeps_weights_and_retrain_continues_the_curve(setup, qtbot):
     viewer, widget, image, syn = setup
     paint(widget, syn)
@@ -324,7 +333,7 @@ def test_plot_keeps_axes_and_legend_in_a_narrow_dock(qtbot):
     plot.resize(170, plot.sizeHint().height())
     for step in range(1, 30):
         plot.add_loss(step, 1.0 / step)
-    plot.add_val(25, 1.0, saturated=True, metric="held-out IoU")
+    plot.add_val(25, 1.0, saturated=True, text="held-out loss 0.031 (IoU saturated)")
     plot.start_session()
     plot.add_loss(1, 0.1)
     assert plot.session_starts == [29] and plot.loss[-1][0] == 30

@@ -54,8 +54,13 @@ class Progress:
 
 @dataclass(frozen=True)
 class Validation:
-    """A score on held-out annotations. ``metric`` says what ``iou`` measures; ``saturated`` is true
-    when the score is at its ceiling on the held-out pixels (then it says nothing about quality)."""
+    """A validation on held-out annotations.
+
+    ``score`` is the number to display and ``metric`` says what it measures ("held-out IoU"; NaN
+    score: show ``iou``). ``saturated``: the held-out IoU reached its ceiling, so it no longer tells
+    quality apart (e.g. all held-out stroke pixels are right while object boundaries are not).
+    ``iou``/``loss`` stay the raw values.
+    """
 
     step: int
     loss: float
@@ -65,6 +70,18 @@ class Validation:
     improved: bool
     metric: str = "held-out IoU"
     saturated: bool = False
+    score: float = float("nan")
+
+    @property
+    def shown(self) -> float:
+        """The number to show next to ``metric``."""
+        return self.iou if self.score != self.score else self.score  # NaN: not given
+
+    def describe(self) -> str:
+        """One short phrase for a progress line, e.g. 'val-IoU 0.912' or 'val-loss 0.031 (IoU saturated)'."""
+        if self.saturated:
+            return f"val-loss {self.loss:.4f} (held-out IoU saturated)"
+        return f"val-IoU {self.iou:.3f}"
 
 
 @dataclass(frozen=True, eq=False)

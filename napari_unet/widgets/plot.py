@@ -32,7 +32,7 @@ class LossPlot(QWidget):
         self.loss: list[tuple[int, float]] = []
         self.val: list[tuple[int, float, bool]] = []  # (step, score, saturated)
         self.session_starts: list[int] = []
-        self.metric = "held-out IoU"
+        self.val_text = ""
         self.offset = 0
         self.setMinimumHeight(HEIGHT)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Fixed)
@@ -63,10 +63,10 @@ class LossPlot(QWidget):
             self.loss = self.loss[::2]
         self.update()
 
-    def add_val(self, step: int, score: float, saturated: bool = False, metric: str | None = None):
-        self.val.append((self.offset + step, score, saturated))
-        if metric:
-            self.metric = metric
+    def add_val(self, step: int, iou: float, saturated: bool = False, text: str | None = None):
+        """A held-out IoU point (hollow grey when saturated); ``text`` is the legend's phrase for it."""
+        self.val.append((self.offset + step, iou, saturated))
+        self.val_text = text or f"held-out IoU {iou:.3f}" + (" (saturated)" if saturated else "")
         self.update()
 
     # ------------------------------------------------------------------ painting
@@ -120,8 +120,7 @@ class LossPlot(QWidget):
         """The legend on its own row above the plot, so it is never cut; returns its height."""
         items = [(LOSS_COLOR, "loss")]
         if self.val:
-            last = self.val[-1]
-            items.append((VAL_COLOR, f"{self.metric} {last[1]:.3f}" + (" (saturated)" if last[2] else "")))
+            items.append((SATURATED_COLOR if self.val[-1][2] else VAL_COLOR, self.val_text))
         elif self.loss:
             items[0] = (LOSS_COLOR, f"loss {self.loss[-1][1]:.3f}")
         x = 6

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from magicgui.widgets import ProgressBar
 from napari.utils import progress
 from napari.utils.notifications import show_error, show_info
-from qtpy.QtWidgets import QLabel, QProgressBar, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..core import events as E
 from .session import State
@@ -16,15 +17,15 @@ class StatusPanel(QWidget):
     def __init__(self, session):
         super().__init__()
         self.session = session
-        self.progress = QProgressBar()
-        self.progress.setRange(0, STEPS)
+        self.progress = ProgressBar(min=0, max=STEPS, value=0)
         self.label = QLabel("Paint, then Train.")  # word-wrapped status: a QLabel, not magicgui's Label
         self.label.setWordWrap(True)
         self.activity: progress | None = None  # the same progress in napari's activity dock
         self._device = ""
+        self._saturated = False
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
-        lay.addWidget(self.progress)
+        lay.addWidget(self.progress.native)
         lay.addWidget(self.label)
         session.event.connect(self._on_event)
         session.state_changed.connect(self._on_state)
@@ -33,7 +34,7 @@ class StatusPanel(QWidget):
 
     def set_progress(self, fraction: float) -> None:
         value = int(max(0.0, min(1.0, fraction)) * STEPS)
-        self.progress.setValue(value)
+        self.progress.value = value
         if self.activity is not None:
             self.activity.update(value - self.activity.n)
 
@@ -44,29 +45,30 @@ class StatusPanel(QWidget):
         if state in (State.TRAINING, State.PREDICTING):
             desc = "U-Net training" if state == State.TRAINING else "U-Net prediction"
             self.activity = progress(total=STEPS, desc=desc)
-            self.progress.setValue(0)
+            self.progress.value = 0
             self.label.setText("Starting training..." if state == State.TRAINING else "Predicting...")
         elif state == State.STOPPING:
             self.label.setText("Stopping after this step; the weights are kept.")
 
     def _on_event(self, ev):
         if isinstance(ev, E.Started):
-            self._device = ev.device
+            self._device, self._saturated = ev.device, False
             self.label.setText(f"Training on {ev.device}" + (" (continuing)" if ev.warm_start else ""))
         elif isinstance(ev, E.Progress):
             self.set_progress(ev.fraction)
             self.label.setText(f"{self._device}: step {ev.step}, {ev.elapsed:.0f} / {ev.time_budget or 0:.0f} s, "
-                               f"loss {ev.loss:.3f}")
-        elif isinstance(ev, E.Validation) and ev.saturated:
-            self.label.setText(f"{ev.metric} {ev.iou:.3f} is saturated: the held-out annotations are all right, "
-                               "which says nothing more about quality; annotate harder places.")
+                               f"loss {ev.loss:.3f}" + ("; held-out IoU saturated" if self._saturated else ""))
+        elif isinstance(ev, E.Validation):
+            self.label.setToolTip("The held-out IoU is saturated: the held-out annotations are all right, which "
+                                  "says nothing more about quality; annotate harder places." if ev.saturated else "")
+            self._saturated = ev.saturated
         elif isinstance(ev, E.PredictProgress) and self.session.state == State.PREDICTING:  # not a preview's
             self.set_progress(ev.done / max(ev.total, 1))
         elif isinstance(ev, E.Notice):
             show_info(ev.message)
 
     def _on_trained(self, result):
-        self.progress.setValue(STEPS)
+        self.progress.value = STEPS
         self.label.setText(f"Trained {result.steps} steps in {result.seconds:.0f} s on {result.device}.")
         self.label.setToolTip(f"kept {result.kept}")  # also in the model section
 

@@ -95,7 +95,8 @@ class TrainPanel(QWidget):
         elif isinstance(ev, E.Progress):
             self.plot.add_loss(ev.step, ev.loss)
         elif isinstance(ev, E.Validation):
-            self.plot.add_val(ev.step, ev.iou, ev.saturated, ev.metric)
+            self.plot.add_val(ev.step, ev.iou, ev.saturated,
+                              f"{ev.metric} {ev.shown:.3f}" + (" (IoU saturated)" if ev.saturated else ""))
         elif isinstance(ev, E.Preview):
             name = self.session.preview_name
             if name in self.viewer.layers:
