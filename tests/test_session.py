@@ -82,6 +82,8 @@ def test_painted_classes_and_names_agree(data):
     names, notice = s.resolve_classes(("background", "object"), [lab3])
     assert names == ("background", "object", "label 3") and "Label(s) 3" in notice
     assert s.resolve_classes(("background", "object"), [labels]) == (("background", "object"), None)
+    names, notice = s.resolve_classes(("background", "object", "debris"), [labels])
+    assert names == ("background", "object") and "debris (label 3) named but not painted" in notice
 
 
 def test_failures_report_and_leave_the_session_ready(data):

@@ -109,6 +109,7 @@ def describe_model(model) -> str:
 class Session:
     state_changed = Signal(object)  # State
     model_changed = Signal(object)  # Model | None
+    loaded = Signal(object)  # a Model read from a folder (its training curve is not ours to continue)
     event = Signal(object)  # every core event (napari_unet.core.events), on the main thread
     trained = Signal(object)  # TrainResult, once the worker is gone and the state is idle again
     predicted = Signal(str, object, object)  # image name, probabilities, argmax labels
@@ -164,7 +165,11 @@ class Session:
                 raise UserError(f"The model has {c.n_classes} classes ({', '.join(c.class_names)}); list exactly "
                                 f"{c.n_classes} names in 'classes', or press New model to change the classes.")
             return names, None
-        if top <= len(names):
+        if top < len(names):
+            unused = ", ".join(f"{n} (label {i + 1})" for i, n in enumerate(names) if i >= max(top, 2))
+            return names[:max(top, 2)], (f"{unused} named but not painted: the model learns labels 1..{top} only. "
+                                         "Paint them, then press New model to add them.")
+        if top == len(names):
             return names, None
         extra = tuple(f"label {v}" for v in range(len(names) + 1, top + 1))
         return names + extra, (f"Label(s) {', '.join(str(v) for v in range(len(names) + 1, top + 1))} are painted "
@@ -285,6 +290,7 @@ class Session:
         info = describe_model(model)
         self.round_predictions.clear()
         self._swap(model, info)
+        self.loaded.emit(model)
         self.set_state(State.IDLE)
         return model
 

@@ -51,6 +51,7 @@ class TrainPanel(QWidget):
         session.event.connect(self._on_event)
         session.state_changed.connect(self._on_state)
         session.model_changed.connect(self._on_model)
+        session.loaded.connect(lambda _: self.plot.clear())
         viewer.dims.events.current_step.connect(self._on_step)
         self._on_state(session.state)
 
