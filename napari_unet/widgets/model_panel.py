@@ -7,7 +7,7 @@ from napari.utils.notifications import show_info
 from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QLabel, QMessageBox, QVBoxLayout, QWidget
 
-from .targets import is_model_folder
+from ..core.checkpoint import is_model_folder
 
 
 def ask_replace(parent, folder) -> bool:

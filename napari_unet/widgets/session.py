@@ -23,14 +23,13 @@ from psygnal import Signal
 from ..config import PREVIEW_EVERY, ModelConfig, TrainConfig, default_presets
 from ..core import events as E
 from ..core import training as T
-from ..core.checkpoint import load_model, save_model
+from ..core.checkpoint import check_model_target, load_model, save_model
 from ..core.data import ImageView, compute_percentiles
 from ..core.device import get_device
 from ..core.inference import to_labels
 from ..core.metrics import agreement
 from ..core.util import drain
 from ..errors import UserError
-from .targets import check_model_target
 from .workers import WorkerError, predict_many
 
 GUI_THREADS = max(1, (os.cpu_count() or 2) - 1)  # leave a core to napari's event loop
@@ -279,7 +278,7 @@ class Session:
         """Write the model folder; never into a folder of other files, nor over a model unless ``overwrite``."""
         if self.model is None:
             raise UserError("There is no model to save yet; train one first.")
-        check_model_target(folder, overwrite, flag="'Replace'")
+        check_model_target(folder, overwrite)
         return save_model(self.model, folder)
 
     def load(self, folder, device: str = "auto"):
