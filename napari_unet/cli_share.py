@@ -246,7 +246,7 @@ def add_commands(sub, common) -> None:
     e.set_defaults(func=cmd_export)
 
     r = sub.add_parser("report", help="write a self-contained HTML methods/QC report for a model")
-    r.add_argument("--model", required=True)
+    r.add_argument("--model", required=True, help="model folder whose training the report describes")
     r.add_argument("--out", required=True, help="report.html")
     r.add_argument("--image", default=None, help="an image to show the prediction on")
     r.add_argument("--truth", default=None, help="ground truth for --image (1 background, 2.. classes)")
