@@ -158,10 +158,13 @@ def cmd_train(args) -> int:
     return 0
 
 
-def _class_names_arg(text: str | None, init) -> tuple[str, ...] | None:
-    """``--class-names "background, nucleus"`` as a tuple (None when not given)."""
+def _class_names_arg(text, init) -> tuple[str, ...] | None:
+    """``--class-names "background, nucleus"`` as a tuple (None when not given). A run file (``--config``)
+    gives a list; with ``--init`` the initial model's names rule."""
     if text is None:
         return None
+    if not isinstance(text, str):
+        return None if init is not None else tuple(str(n) for n in text)
     if init is not None:
         raise UserError("--class-names names the classes of a new model; a model given with --init keeps its own "
                         "class names (drop one of the two options).")
