@@ -18,6 +18,8 @@ Keep = Literal["iou", "loss", "last"]
 NORMS: tuple[str, ...] = get_args(Norm)
 SCHEDULES: tuple[str, ...] = get_args(Schedule)
 KEEPS: tuple[str, ...] = get_args(Keep)
+ObjectHead = Literal["none", "distance"]  # see core/objects.py
+OBJECT_HEADS: tuple[str, ...] = get_args(ObjectHead)
 
 DEMO_TIME_BUDGET = 30.0  # seconds of training in `napari-unet demo` (headless and in napari)
 PREVIEW_EVERY = 3.0  # seconds between live previews of the plane in view while training
@@ -73,6 +75,9 @@ class ModelConfig(_DictMixin):
     # percentile normalisation, applied per image and channel
     norm_low: float = 1.0
     norm_high: float = 99.8
+    # objects mode: "distance" adds one output channel, each object's normalised distance transform
+    # (core.objects); "none": semantic classes only. Old model folders lack the field: "none".
+    object_head: ObjectHead = "none"
 
     def __post_init__(self):
         _check(self.ndim in (2, 3), f"ndim must be 2 or 3, got {self.ndim!r}.")
@@ -88,10 +93,20 @@ class ModelConfig(_DictMixin):
         _check(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}.")
         _check(_is_num(self.norm_low) and _is_num(self.norm_high) and 0 <= self.norm_low < self.norm_high <= 100,
                "norm_low/norm_high must be percentiles with 0 <= low < high <= 100.")
+        _check(self.object_head in OBJECT_HEADS, f"object_head must be one of {OBJECT_HEADS}, got {self.object_head!r}.")
 
     @property
     def n_classes(self) -> int:
         return len(self.class_names)
+
+    @property
+    def n_extra(self) -> int:
+        """Output channels after the class channels (1 for the objects head's distance map)."""
+        return 1 if self.object_head == "distance" else 0
+
+    @property
+    def objects(self) -> bool:
+        return self.object_head != "none"
 
     @property
     def size_multiple(self) -> int:

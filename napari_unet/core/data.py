@@ -171,17 +171,23 @@ def check_annotations(labels_list, n_classes: int | None = None, declared: int =
 # --------------------------------------------------------------------------- training samples
 @dataclass
 class Sample:
-    """One normalised training image (C, *spatial) with its labels (*spatial), int64."""
+    """One normalised training image (C, *spatial) with its labels (*spatial), int64.
+
+    ``target``: extra float32 targets (E, *spatial) for the objects head (objects mode), else None.
+    """
 
     image: np.ndarray
     labels: np.ndarray
+    target: np.ndarray | None = None
 
 
 def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axis, norm_low: float,
-                 norm_high: float, from_instances: bool = False) -> list[Sample]:
+                 norm_high: float, from_instances: bool = False, objects: bool = False) -> list[Sample]:
     """Pair, check and normalise images and annotations.
 
     2D models split stacks into planes and keep the annotated planes only; 3D models take ZYX.
+    ``objects``: annotations hold one value per object (see core/objects.py); the samples get
+    semantic labels (1 background, 2 object) and the objects head's targets.
     """
     if len(images) != len(labels):
         raise UserError(f"Got {len(images)} image(s) but {len(labels)} annotation array(s); give one "
@@ -192,7 +198,15 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
     samples = []
     for i, (img, lab, ax) in enumerate(zip(images, labels, axes)):
         view = ImageView(img, ax)
-        if from_instances:  # converted first: instance ids may be far above the class limit
+        if objects:
+            from .objects import check_objects, object_labels
+
+            name = f"annotations of image {i + 1}"
+            obj, originals = object_labels(lab, from_instances, name)
+            if obj.shape == view.spatial_shape:
+                check_objects(obj, ndim, name, originals, from_instances)
+            lab = obj
+        elif from_instances:  # converted first: instance ids may be far above the class limit
             lab = instances_to_classes(lab, name=f"instance mask of image {i + 1}").astype(np.int64)
         else:
             lab = check_labels(lab, name=f"annotations of image {i + 1}")
@@ -210,7 +224,7 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
             raise UserError(f"Image {i + 1} has {sp} spatial axes; at most 4 (e.g. TZYX) are supported.")
         pct = compute_percentiles(view, norm_low, norm_high)
         if ndim == 3:
-            samples.append(Sample(normalize(view.read((slice(None),) * 3), pct), lab))
+            samples.append(_sample(normalize(view.read((slice(None),) * 3), pct), lab, objects))
             continue
         lead = view.spatial_shape[:-2]
         for idx in np.ndindex(*lead) if lead else [()]:
@@ -218,8 +232,16 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
             if not plane_lab.any():
                 continue
             plane = view.read(tuple(int(j) for j in idx) + (slice(None), slice(None)))
-            samples.append(Sample(normalize(plane, pct), plane_lab))
+            samples.append(_sample(normalize(plane, pct), plane_lab, objects))
     return samples
+
+
+def _sample(image: np.ndarray, lab: np.ndarray, objects: bool) -> Sample:
+    if not objects:
+        return Sample(image, lab)
+    from .objects import distance_targets, semantic_from_objects
+
+    return Sample(image, semantic_from_objects(lab), distance_targets(lab)[None])
 
 
 def split_validation(samples: list[Sample], fraction: float, block: tuple[int, ...],
@@ -257,7 +279,7 @@ def split_validation(samples: list[Sample], fraction: float, block: tuple[int, .
     counts = class_counts(train_labels)
     if np.count_nonzero(counts[1:]) < 2:
         return samples, []
-    train = [Sample(s.image, lab) for s, lab in zip(samples, train_labels)]
+    train = [Sample(s.image, lab, s.target) for s, lab in zip(samples, train_labels)]
     return train, [(si, sl) for si, sl, _ in chosen]
 
 
@@ -302,21 +324,29 @@ class PatchSampler:
         shape = self.samples[si].labels.shape
         return si, np.array([self.rng.integers(n) for n in shape])
 
-    def draw(self) -> tuple[np.ndarray, np.ndarray]:
+    def draw(self) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(image, labels, targets or None) of one patch."""
         si, centre = self._centre()
         s = self.samples[si]
         shape = s.labels.shape
         jitter = [self.rng.integers(-(p // 4), p // 4 + 1) for p in self.patch]
         starts = [int(c) - p // 2 + j for c, p, j in zip(centre, self.patch, jitter)]
         starts = [min(max(st, 0), max(n - p, 0)) for st, n, p in zip(starts, shape, self.patch)]
-        img, lab = crop_padded(s.image, s.labels, starts, self.patch)
+        # targets travel as extra channels, so crops and flips stay aligned; no intensity jitter on them
+        extra = 0 if s.target is None else s.target.shape[0]
+        both = s.image if not extra else np.concatenate([s.image, s.target])
+        img, lab = crop_padded(both, s.labels, starts, self.patch)
         if self.augment:
-            img, lab = augment(img, lab, self.rng)
-        return img, lab
+            img, lab = augment(img, lab, self.rng, n_extra=extra)
+        if not extra:
+            return img, lab, None
+        return img[:-extra], lab, img[-extra:]
 
-    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        pairs = [self.draw() for _ in range(n)]
-        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+    def batch(self, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+        """(images, labels, targets or None) of ``n`` patches."""
+        drawn = [self.draw() for _ in range(n)]
+        targets = None if any(d[2] is None for d in drawn) else np.stack([d[2] for d in drawn])
+        return np.stack([d[0] for d in drawn]), np.stack([d[1] for d in drawn]), targets
 
 
 def crop_padded(image: np.ndarray, labels: np.ndarray | None, starts, size):
@@ -334,8 +364,11 @@ def crop_padded(image: np.ndarray, labels: np.ndarray | None, starts, size):
     return img, lab
 
 
-def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator):
-    """Random flips on every spatial axis, 90-degree rotations in YX, intensity jitter (3D-aware)."""
+def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator, n_extra: int = 0):
+    """Random flips on every spatial axis, 90-degree rotations in YX, intensity jitter (3D-aware).
+
+    The last ``n_extra`` channels of ``img`` (targets) are flipped and rotated but not jittered.
+    """
     nd = lab.ndim
     for ax in range(nd):
         if rng.random() < 0.5:
@@ -345,5 +378,7 @@ def augment(img: np.ndarray, lab: np.ndarray, rng: np.random.Generator):
         img, lab = np.rot90(img, k, axes=(-2, -1)), np.rot90(lab, k, axes=(-2, -1))
     gain = rng.uniform(0.8, 1.25, size=(img.shape[0],) + (1,) * nd)
     shift = rng.uniform(-0.1, 0.1, size=(img.shape[0],) + (1,) * nd)
+    if n_extra:
+        gain[-n_extra:], shift[-n_extra:] = 1.0, 0.0
     img = (img * gain + shift).astype(np.float32)
     return np.ascontiguousarray(img), np.ascontiguousarray(lab)

@@ -37,8 +37,13 @@ def _tile_for(model: Model, spatial: tuple[int, ...], tile_size) -> tuple[int, .
 
 
 def predict_iter(model: Model, image, *, channel_axis: int | None = None, config: PredictConfig | None = None,
-                 percentiles: np.ndarray | None = None) -> Generator[PredictProgress, None, np.ndarray]:
-    """Predict class probabilities for ``image``; see module docstring."""
+                 percentiles: np.ndarray | None = None, extras: bool = False
+                 ) -> Generator[PredictProgress, None, np.ndarray]:
+    """Predict class probabilities for ``image``; see module docstring.
+
+    ``extras``: also return the objects head's outputs (sigmoid) after the class channels,
+    ``(n_classes + n_extra, *spatial)``; see :func:`split_outputs`.
+    """
     config = config or PredictConfig()
     view = ImageView(image, channel_axis)
     mc = model.config
@@ -59,12 +64,18 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
     tile = _tile_for(model, plane_shape, config.tile_size)
     lead = sp[:-mc.ndim]
 
+    n_out = mc.n_classes + (mc.n_extra if extras else 0)
+
     def fn(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), autocast(device, config.amp):  # CPU prediction stays float32
             x = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
-            return torch.softmax(net(x).float(), dim=1).cpu().numpy()
+            logits = net(x).float()
+            probs = torch.softmax(logits[:, :mc.n_classes], dim=1)
+            if n_out > mc.n_classes:
+                probs = torch.cat([probs, torch.sigmoid(logits[:, mc.n_classes:n_out])], dim=1)
+            return probs.cpu().numpy()
 
-    out = np.zeros((mc.n_classes,) + sp, np.float32)
+    out = np.zeros((n_out,) + sp, np.float32)
     planes = list(np.ndindex(*lead)) if lead else [()]
     total_done = 0
     for idx in planes:
@@ -73,7 +84,7 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
 
         while True:
             try:
-                result = yield from _offset(tiled_apply(read, plane_shape, fn, mc.n_classes, tile, config.overlap,
+                result = yield from _offset(tiled_apply(read, plane_shape, fn, n_out, tile, config.overlap,
                                                         config.batch_size), planes, total_done)
                 break
             except OutOfMemoryError:
@@ -104,6 +115,12 @@ def _offset(gen, planes, done_planes):
 def predict(model: Model, image, **kwargs) -> np.ndarray:
     """Blocking form of :func:`predict_iter`."""
     return drain(predict_iter(model, image, **kwargs))
+
+
+def split_outputs(model: Model, outputs: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(class probabilities, objects head's distance map or None) from ``predict(..., extras=True)``."""
+    n = model.config.n_classes
+    return outputs[:n], (outputs[n] if outputs.shape[0] > n else None)
 
 
 def to_labels(probabilities: np.ndarray) -> np.ndarray:

@@ -34,7 +34,10 @@ class ConvBlock(nn.Sequential):
 
 
 class UNet(nn.Module):
-    """Encoder/decoder with skip connections; outputs logits (N, n_classes, *spatial)."""
+    """Encoder/decoder with skip connections; outputs logits (N, n_classes + n_extra, *spatial).
+
+    The extra channels (objects head) follow the class channels.
+    """
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -55,7 +58,7 @@ class UNet(nn.Module):
         for c_hi, c_lo in zip(chans[:0:-1], chans[-2::-1]):
             self.ups.append(up(c_hi, c_lo, 2, stride=2))
             self.up_blocks.append(ConvBlock(nd, 2 * c_lo, c_lo, norm))
-        self.head = conv(chans[0], config.n_classes, 1)
+        self.head = conv(chans[0], config.n_classes + config.n_extra, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nd = self.config.ndim

@@ -34,6 +34,7 @@ from .util import drain
 
 GRAD_CLIP = 10.0  # gradient norm clip: a spike cannot wreck the weights
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
+OBJECT_LOSS_WEIGHT = 1.0  # weight of the objects head's loss beside the class cross-entropy
 
 
 @dataclass
@@ -75,6 +76,17 @@ def _metrics_counts(logits: torch.Tensor, target: torch.Tensor, n_classes: int):
     return loss, int(mask.sum()), conf.cpu().numpy()
 
 
+def _object_loss(logits: torch.Tensor, n_classes: int, target: torch.Tensor, labels: torch.Tensor,
+                 reduction: str = "mean") -> torch.Tensor:
+    """Objects head: binary cross-entropy against the normalised distance targets, on annotated pixels."""
+    mask = (labels >= 0).unsqueeze(1).expand_as(target)
+    per_pixel = F.binary_cross_entropy_with_logits(logits[:, n_classes:].float(), target, reduction="none")
+    picked = per_pixel[mask]
+    if reduction == "sum":
+        return picked.sum()
+    return picked.mean() if picked.numel() else per_pixel.sum() * 0.0
+
+
 class _Validator:
     """Scores the network on held-out annotation blocks, with context around each block."""
 
@@ -88,7 +100,8 @@ class _Validator:
             img = np.ascontiguousarray(s.image[(slice(None),) + outer])
             target = np.full(img.shape[1:], -1, np.int64)
             target[inner] = s.labels[sl] - 1
-            self.items.append((img, target))
+            extra = None if s.target is None else np.ascontiguousarray(s.target[(slice(None),) + outer])
+            self.items.append((img, target, extra))
         self.n_classes = n_classes
 
     def __call__(self, net, device, amp_ctx) -> tuple[float, float]:
@@ -97,9 +110,13 @@ class _Validator:
         loss, count = 0.0, 0
         conf = np.zeros((self.n_classes, self.n_classes), np.int64)
         with torch.inference_mode(), amp_ctx():
-            for img, target in self.items:
+            for img, target, extra in self.items:
                 logits = net(torch.from_numpy(img)[None].to(device)).float()
-                lo, n, cf = _metrics_counts(logits, torch.from_numpy(target)[None].to(device), self.n_classes)
+                tt = torch.from_numpy(target)[None].to(device)
+                lo, n, cf = _metrics_counts(logits[:, :self.n_classes], tt, self.n_classes)
+                if extra is not None and logits.shape[1] > self.n_classes:
+                    lo += OBJECT_LOSS_WEIGHT * _object_loss(logits, self.n_classes, torch.from_numpy(extra)[None].to(
+                        device), tt, reduction="sum").item()
                 loss, count, conf = loss + lo, count + n, conf + cf
         net.train(was_training)
         return loss / max(count, 1), mean_object_iou(conf)
@@ -107,7 +124,8 @@ class _Validator:
 
 # --------------------------------------------------------------------------- the loop
 def train(images, labels, *, model_config: ModelConfig | None = None, train_config: TrainConfig | None = None,
-          init: Model | str | None = None, channel_axis=None, from_instances: bool = False, out=None,
+          init: Model | str | None = None, channel_axis=None, from_instances: bool = False,
+          objects: bool | None = None, out=None,
           preview: PreviewSource | None = None, preview_every: float = PREVIEW_EVERY,
           should_stop: Callable[[], bool] | None = None, record: dict | None = None
           ) -> Generator[object, None, TrainResult]:
@@ -119,6 +137,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     ``preview_every`` seconds; the prediction comes back as a :class:`Preview` event.
     ``record``: extra facts for the run's history entry (the CLI gives the file paths); the entry
     also holds the settings as used, versions, seeds, data fingerprints and each step's loss.
+    ``objects``: annotations hold one value per object (0 ignored, 1 background, 2.. objects; with
+    ``from_instances`` an instance mask) and the model learns to separate them (core/objects.py);
+    None: as the initial model or ``model_config`` (``object_head``).
     """
     tc = train_config or TrainConfig()
     if not isinstance(images, (list, tuple)):
@@ -132,13 +153,19 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         if model_config is not None and model_config.ndim != mc.ndim:
             raise UserError(f"The initial model is {mc.ndim}D but a {model_config.ndim}D model was asked for; "
                             "start a new model to change the dimensionality.")
+        if objects and not mc.objects:
+            raise UserError("The initial model finds no objects (it was trained without objects mode); start a "
+                            "new model for objects mode.")
     else:
         model, mc = None, model_config or ModelConfig()
         if model_config is None:
             mc = mc.replace(**default_presets(mc.ndim, device.type)[0])
+        if objects:
+            mc = mc.replace(object_head="distance", class_names=("background", "object"))
+    objects = mc.objects if objects is None else bool(objects)
     in_ch = mc.in_channels if model is not None else None
     samples = make_samples(images, labels, mc.ndim, in_ch, channel_axis, mc.norm_low, mc.norm_high,
-                           from_instances=from_instances)
+                           from_instances=from_instances, objects=objects)
     if not samples:
         raise UserError("No plane of the images has an annotated pixel; paint some background (label 1) "
                         "and some objects (label 2) first.")
@@ -242,7 +269,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 stopped = True
                 yield Notice(f"Stopped by the user after {step} steps.")
                 break
-            x, y = sampler.batch(batch_size)
+            x, y, t = sampler.batch(batch_size)
             xt = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=fmt)
             yt = torch.from_numpy(y - 1).to(device, non_blocking=True)  # 0 (ignored) -> -1
             lr = tc.lr * min(1.0, (step + 1) / warmup)
@@ -254,7 +281,10 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             try:
                 with amp_ctx():
                     logits = net(xt)
-                loss = F.cross_entropy(logits.float(), yt, weight=class_weight, ignore_index=-1)
+                loss = F.cross_entropy(logits[:, :mc.n_classes].float(), yt, weight=class_weight, ignore_index=-1)
+                if t is not None and mc.n_extra:
+                    tt = torch.from_numpy(t).to(device, non_blocking=True)
+                    loss = loss + OBJECT_LOSS_WEIGHT * _object_loss(logits, mc.n_classes, tt, yt)
                 opt.zero_grad(set_to_none=True)
                 finite = bool(torch.isfinite(loss))
                 if finite:
