@@ -142,8 +142,8 @@ def cmd_train(args) -> int:
         try:
             result = train_blocking(images, labels, model_config=mc, train_config=tc, init=args.init,
                                     channel_axis=args.channel_axis, from_instances=args.from_instances,
-                                    out=args.out, on_event=on_event, should_stop=stop.should_stop,
-                                    record=record)
+                                    out=args.out, objects=True if args.objects else None, on_event=on_event,
+                                    should_stop=stop.should_stop, record=record)
         finally:
             bar.close()
     if stop.signum is not None and result.steps == 0:
@@ -193,6 +193,10 @@ def cmd_predict(args) -> int:
     check_distinct({"--image": args.image, **model_files}, {"--out": args.out, "--labels-out": args.labels_out})
     out = check_output_file(args.out)
     labels_out = check_output_file(args.labels_out) if args.labels_out else None
+    from .cli_objects import check_predict_outputs, write_object_outputs
+
+    object_paths = check_predict_outputs(args)
+    want_objects = any(p is not None for p in object_paths)
     model = load_model(args.model, args.device)
     image = read_array(args.image)
     cfg = PredictConfig(device=args.device, overlap=args.overlap,
@@ -208,12 +212,16 @@ def cmd_predict(args) -> int:
             bar.total, bar.n = ev.total, ev.done
             bar.update(0)
 
-        probs = drain(predict_iter(model, image, channel_axis=args.channel_axis, config=cfg), on_event)
+        outputs = drain(predict_iter(model, image, channel_axis=args.channel_axis, config=cfg, extras=want_objects),
+                        on_event)
+    probs = outputs[:model.config.n_classes]
     write_array(out, probs)
     msg = f"wrote probabilities {probs.shape} to {out}"
     if labels_out:
         write_array(labels_out, to_labels(probs))
         msg += f" and labels to {labels_out}"
+    if want_objects:
+        msg += write_object_outputs(args, model, outputs, image, object_paths)
     print(f"{msg} ({time.perf_counter() - t0:.1f} s)")
     return 0
 
@@ -224,15 +232,26 @@ def cmd_evaluate(args) -> int:
     from .core.inference import predict, to_labels
     from .core.metrics import iou_per_class
 
+    from .cli_objects import evaluate_objects
+
     model = load_model(args.model, args.device)
-    truth = read_array(args.truth, "ground truth")
+    truth_raw = read_array(args.truth, "ground truth")
     # instance ids may be of any size: convert before any value-range check
-    truth = instances_to_classes(truth, "ground truth") if args.truth_instances else check_labels(truth, "ground truth")
-    pred = to_labels(predict(model, read_array(args.image), channel_axis=args.channel_axis))
+    if args.truth_instances:
+        from .core.objects import _integer_labels
+
+        truth_raw = _integer_labels(truth_raw, "ground truth")
+        truth = instances_to_classes(truth_raw, "ground truth")
+    else:
+        truth = check_labels(truth_raw, "ground truth")
+    outputs = predict(model, read_array(args.image), channel_axis=args.channel_axis, extras=args.truth_instances)
+    pred = to_labels(outputs[:model.config.n_classes])
     if pred.shape != truth.shape:
         raise UserError(f"Ground truth shape {truth.shape} differs from the image's spatial shape {pred.shape}.")
     for name, value in zip(model.config.class_names[1:], iou_per_class(pred, truth, model.config.n_classes)):
         print(f"IoU {name}: {value:.4f}")
+    if args.truth_instances:
+        print("\n".join(evaluate_objects(args, model, outputs, truth_raw)))
     return 0
 
 
@@ -313,6 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=None, help="patches per step (default: a preset for the device)")
     t.add_argument("--width", type=int, default=None, help="channels of the first U-Net level (default: preset)")
     t.add_argument("--depth", type=int, default=None, help="number of U-Net down-sampling levels (default: preset)")
+    from .cli_objects import add_predict_options, add_train_options, add_voxel_option
+
+    add_train_options(t)
     common(t)
     t.set_defaults(func=cmd_train)
 
@@ -325,6 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="tile size, one integer per model axis (default: automatic)")
     pr.add_argument("--overlap", type=float, default=PredictConfig().overlap,
                     help=f"fraction of overlap between tiles (default {PredictConfig().overlap:g})")
+    add_predict_options(pr)
     common(pr)
     pr.set_defaults(func=cmd_predict)
 
@@ -332,7 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="model folder (model.safetensors + config.json)")
     ev.add_argument("--image", required=True, help="image file: .tif, .npy or .zarr")
     ev.add_argument("--truth", required=True, help="ground-truth labels (1 = background, 2.. classes)")
-    ev.add_argument("--truth-instances", action="store_true", help="truth is an instance mask")
+    ev.add_argument("--truth-instances", action="store_true",
+                    help="truth is an instance mask (0 background, any ids): also object AP, F1 and count error")
+    add_voxel_option(ev)
     common(ev)
     ev.set_defaults(func=cmd_evaluate)
 
