@@ -91,13 +91,14 @@ def otsu_foreground(syn):
     return sm > threshold_otsu(sm)
 
 
-def unet_objects(syn, ann, budget=None, steps=None, device="auto", seed=0):
+def unet_objects(syn, ann, budget=None, steps=None, device="auto", seed=0, save=None):
     ndim = syn.image.ndim
     from napari_unet.config import ModelConfig, default_presets
 
     arch = default_presets(ndim, get_device(device).type)[0]
     tc = TrainConfig(time_budget=budget, steps=steps, device=device, seed=seed)
-    res = train_blocking(syn.image, ann, model_config=ModelConfig(ndim=ndim, **arch), train_config=tc, objects=True)
+    res = train_blocking(syn.image, ann, model_config=ModelConfig(ndim=ndim, **arch), train_config=tc, objects=True,
+                         out=save)
     probs, dist = split_outputs(res.model, predict(res.model, syn.image, extras=True))
     return instances_from_output(probs, dist, ndim=ndim), res
 
@@ -114,7 +115,11 @@ def main():
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--no-baselines", action="store_true")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (e.g. 2 to mimic a laptop)")
+    ap.add_argument("--save-model", default=None, help="keep the (last) trained model in this folder")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     dev = get_device(args.device)
     print(f"device: {describe(dev)}; torch {torch.__version__}; threads {torch.get_num_threads()}")
     head = ["case", "method"] + [f"AP@{t}" for t in THRESHOLDS] + ["F1@0.5", "count error", "seconds"]
@@ -137,7 +142,7 @@ def main():
         runs = [(None, args.steps)] if args.steps else [(float(t), None) for t in args.times.split(",")]
         for budget, steps in runs:
             t0 = time.perf_counter()
-            inst, res = unet_objects(syn, ann, budget, steps, args.device, args.seed)
+            inst, res = unet_objects(syn, ann, budget, steps, args.device, args.seed, args.save_model)
             what = f"U-Net objects, {res.steps} steps" + (f" ({budget:g} s budget)" if budget else "")
             print(f"| {name} | {what} | {fmt(score(inst, syn, half))} | {time.perf_counter() - t0:.1f} |", flush=True)
 

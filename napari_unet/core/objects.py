@@ -32,6 +32,7 @@ from ..errors import UserError
 MAX_OBJECTS = 2**32 - 1  # output ids 1..N fit uint32
 SEED_THRESHOLD = 0.5  # predicted normalised distance above which a pixel is an object's core
 FALLBACK_H = 1.0  # h-maxima depth (pixels) for the distance-transform watershed of a semantic model
+DIST_SMOOTH = 1.0  # Gaussian sigma (pixels) on the predicted distance map before seeding
 MIN_SIZE = {2: 8, 3: 27}  # objects smaller than this (pixels/voxels) are dropped
 AXIS_NAMES = "tzyx"
 
@@ -209,7 +210,7 @@ def _split(fg: np.ndarray, dist, sampling, seed_threshold, min_size, h) -> np.nd
         dist = ndi.gaussian_filter(dist, 0.5)  # flattens the transform's pixel-grid ridges
         seeds = h_maxima(dist, h) > 0
     else:
-        dist = ndi.gaussian_filter(dist, 1.0)  # a smoother map gives one core per object
+        dist = ndi.gaussian_filter(dist, DIST_SMOOTH)  # a smoother map gives one core per object
         seeds = dist > seed_threshold
     seeds &= fg
     markers, n = ndi.label(seeds)
