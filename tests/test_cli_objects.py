@@ -81,7 +81,7 @@ def test_semantic_model_gives_instances_too(files, capsys):
     (["train", "--image", "{d}/img.tif", "--labels", "{d}/sem.tif", "--out", "{d}/m", "--objects", "--steps", "1"],
      "look semantic"),
     (["predict", "--model", "{d}/m", "--image", "{d}/img.tif", "--out", "{d}/p.tif", "--instances-out",
-      "{d}/img.tif"], "also an input"),
+      "{d}/img.tif"], "would destroy the input"),
     (["predict", "--model", "{d}/m", "--image", "{d}/img.tif", "--out", "{d}/p.tif", "--measurements-out",
       "{d}/o.txt"], "must end in .csv"),
 ])

@@ -132,8 +132,8 @@ class ObjectsTable(QWidget):
             path = path.with_suffix(".csv")
         try:
             return write_csv(path, self.columns)
-        except OSError as e:
+        except UserError as e:  # full disk, no permission: a notification, never a crash
             from napari.utils.notifications import show_error
 
-            show_error(str(UserError(f"Could not save '{path}': {e.strerror}; choose another location.")))
+            show_error(str(e))
             return None
