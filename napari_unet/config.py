@@ -93,7 +93,8 @@ class ModelConfig(_DictMixin):
         _check(self.norm in NORMS, f"norm must be one of {NORMS}, got {self.norm!r}.")
         _check(_is_num(self.norm_low) and _is_num(self.norm_high) and 0 <= self.norm_low < self.norm_high <= 100,
                "norm_low/norm_high must be percentiles with 0 <= low < high <= 100.")
-        _check(self.object_head in OBJECT_HEADS, f"object_head must be one of {OBJECT_HEADS}, got {self.object_head!r}.")
+        _check(self.object_head in OBJECT_HEADS,
+               f"object_head must be one of {OBJECT_HEADS}, got {self.object_head!r}.")
 
     @property
     def n_classes(self) -> int:

@@ -74,7 +74,8 @@ def test_watershed_splits_two_touching_discs():
 
 def test_watershed_3d_and_stack_plane_by_plane():
     z, y, x = np.mgrid[:20, :30, :44]
-    balls = ((z - 10) ** 2 + (y - 15) ** 2 + (x - 13) ** 2 <= 64) | ((z - 10) ** 2 + (y - 15) ** 2 + (x - 28) ** 2 <= 64)
+    r2 = (z - 10) ** 2 + (y - 15) ** 2
+    balls = (r2 + (x - 13) ** 2 <= 64) | (r2 + (x - 28) ** 2 <= 64)
     assert instances_from_foreground(balls, ndim=3, sampling=(1, 1, 1)).max() == 2
     stack = np.stack([discs() > 0] * 3)  # a 2D model on a stack: objects per plane, ids unique
     lab = instances_from_foreground(stack, ndim=2)
@@ -93,7 +94,8 @@ def test_measurements_against_hand_computed_values():
     np.testing.assert_allclose(cols["centroid_x"], [2.0, 6.0])
     np.testing.assert_array_equal(cols["bbox_y_min"], [1, 4])
     np.testing.assert_array_equal(cols["bbox_x_max"], [4, 8])
-    np.testing.assert_allclose(cols["mean_intensity"], [(9 + 10 + 11 + 17 + 18 + 19) / 6, (37 + 38 + 39 + 45 + 46 + 47) / 6])
+    np.testing.assert_allclose(cols["mean_intensity"], [(9 + 10 + 11 + 17 + 18 + 19) / 6,
+                                                        (37 + 38 + 39 + 45 + 46 + 47) / 6])
     np.testing.assert_allclose(cols["max_intensity"], [19, 47])
     two = measure(inst, np.stack([img, 2 * img], -1), channel_axis=-1)
     np.testing.assert_allclose(two["max_intensity_c1"], [38, 94])
