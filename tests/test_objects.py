@@ -244,3 +244,15 @@ def test_3d_objects_training():
     probs, dist = split_outputs(res.model, predict(res.model, syn.image, extras=True))
     assert dist.shape == (16, 32, 32)
     assert instances_from_output(probs, dist, ndim=3, sampling=(2, 1, 1)).shape == (16, 32, 32)
+
+
+def test_export_of_an_objects_model_gives_class_probabilities():
+    from napari_unet.core.checkpoint import Model
+    from napari_unet.core.export import expected_output
+
+    model = Model.new(TINY.replace(object_head="distance"), seed=0)
+    model.net.eval()
+    x = (np.random.default_rng(1).random((1, 1, 32, 32)) * 100).astype(np.float32)
+    out = expected_output(model, x)
+    assert out.shape == (1, 2, 32, 32)  # the distance channel is not part of the exported softmax
+    np.testing.assert_allclose(out[0], predict(model, x[0], channel_axis=0), atol=1e-5)

@@ -42,21 +42,25 @@ INSTALL_HINT = 'install the export extra: pip install "napari-unet-loop[export]"
 
 # --------------------------------------------------------------------------- the exported graph
 class _Probabilities(torch.nn.Module):
-    """The U-Net followed by a softmax over classes: what napari-unet's prediction returns."""
+    """The U-Net followed by a softmax over classes: what napari-unet's prediction returns.
 
-    def __init__(self, net):
+    An objects model's extra output (its distance map, after the class channels) is left out.
+    """
+
+    def __init__(self, net, n_classes: int):
         super().__init__()
         self.net = net
+        self.n_classes = n_classes
 
     def forward(self, x):
-        return torch.softmax(self.net(x), dim=1)
+        return torch.softmax(self.net(x)[:, :self.n_classes], dim=1)
 
 
 def _cpu_float_net(model: Model) -> torch.nn.Module:
     import copy
 
     net = copy.deepcopy(model.net).to("cpu", dtype=torch.float32, memory_format=torch.contiguous_format).eval()
-    return _Probabilities(net).eval()
+    return _Probabilities(net, model.config.n_classes).eval()
 
 
 def _example(model: Model) -> torch.Tensor:
