@@ -199,6 +199,7 @@ def test_objects_training_predict_warm_start_and_save(crowded, tmp_path):
                          from_instances=True, objects=True)
     mc = res.model.config
     assert mc.object_head == "distance" and mc.class_names == ("background", "object")
+    assert res.history[-1]["inputs"]["objects"] is True  # recorded with the run
     assert predict(res.model, syn.image).shape == (2, 64, 64)  # the probability map, as always
     out = predict(res.model, syn.image, extras=True)
     probs, dist = split_outputs(res.model, out)

@@ -190,7 +190,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     run_record = {"settings": tc.replace(patch_size=tuple(int(p) for p in patch), batch_size=batch_size).to_dict(),
                   "model": mc.to_dict(), "versions": versions(), "seeds": {"numpy": tc.seed,
                   "torch": tc.seed}, "data": data_fingerprints(images, labels),
-                  "inputs": {"channel_axis": channel_axis, "from_instances": from_instances,
+                  "inputs": {"channel_axis": channel_axis, "from_instances": from_instances, "objects": objects,
                              "init": None if init is None or isinstance(init, Model) else str(init),
                              **(record or {})},
                   "started": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")}
