@@ -185,7 +185,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         torch.backends.cudnn.benchmark = not tc.deterministic
 
     def amp_ctx():
-        return autocast(device, tc.amp, cpu=True)
+        return autocast(device, tc.amp, cpu=True, ndim=mc.ndim)
 
     # the averaged weights are the ones validated, previewed and kept: they wobble less step to step
     eval_net = copy.deepcopy(net).eval() if tc.ema_decay > 0 else net
