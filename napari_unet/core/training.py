@@ -238,7 +238,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         last_val_step = step
         history_run.append({"step": step, "time": round(time.perf_counter() - start, 2),
                             "loss": None if loss_avg is None else round(loss_avg, 5), "val_loss": round(vloss, 5),
-                            "val_iou": None if np.isnan(viou) else round(viou, 4)})
+                            "val_iou": None if np.isnan(viou) else round(viou, 4), "val_saturated": saturated})
         metric = "held-out loss" if saturated else "held-out IoU"
         return Validation(step, vloss, viou, best_iou, best_step, improved, metric=metric, saturated=saturated,
                           score=vloss if saturated else viou)
