@@ -164,7 +164,10 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     patch = _cap_patch(tuple(patch), samples, mc.size_multiple)
     if batch_size == 1 and mc.norm == "batch":  # batch norm needs more than one value per channel at the bottom
         patch = tuple(max(p, 2 * mc.size_multiple) for p in patch)
-    run_record = {"settings": tc.replace(patch_size=tuple(int(p) for p in patch), batch_size=batch_size).to_dict(),
+    # the patch as used, at least 8 per axis so that the record is a valid TrainConfig (a thin stack caps
+    # Z below 8; capping the recorded patch again gives the same patch)
+    run_record = {"settings": tc.replace(patch_size=tuple(max(8, int(p)) for p in patch),
+                                         batch_size=batch_size).to_dict(),
                   "model": mc.to_dict(), "versions": versions(), "seeds": {"numpy": tc.seed,
                   "torch": tc.seed}, "data": data_fingerprints(images, labels),
                   "inputs": {"channel_axis": channel_axis, "from_instances": from_instances,
