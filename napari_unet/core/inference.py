@@ -64,11 +64,12 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
             x = torch.from_numpy(batch).to(device)
             if not config.tta:
                 return torch.softmax(net(x.contiguous(memory_format=fmt)).float(), dim=1).cpu().numpy()
+            views = tta_transforms(mc.ndim, tuple(x.shape[2:]))
             acc = None
-            for fwd, back in tta_transforms(mc.ndim, x.shape[2:]):
+            for fwd, back in views:  # softmax per view, then the mean: each view votes with its probabilities
                 p = back(torch.softmax(net(fwd(x).contiguous(memory_format=fmt)).float(), dim=1))
                 acc = p if acc is None else acc + p
-            return (acc / len(tta_transforms(mc.ndim, x.shape[2:]))).cpu().numpy()
+            return (acc / len(views)).cpu().numpy()
 
     out = np.zeros((mc.n_classes,) + sp, np.float32)
     planes = list(np.ndindex(*lead)) if lead else [()]
