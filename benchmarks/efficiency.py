@@ -43,7 +43,7 @@ def step_gflops(ndim: int, steps: int) -> dict:
     y = torch.randint(0, 2, (preset["batch_size"], *preset["patch_size"]))
 
     def step():
-        with autocast(torch.device("cpu"), True, cpu=True):  # as the trainer does
+        with autocast(torch.device("cpu"), True, cpu=True, ndim=ndim):  # as the trainer does
             out = net(x)
         loss = F.cross_entropy(out.float(), y)
         opt.zero_grad(set_to_none=True)

@@ -83,7 +83,7 @@ def _progress_printer(total_steps, time_budget):
             bar.set_postfix_str(f"step {ev.step} loss {ev.loss:.4f}{state['val']}", refresh=False)
             bar.update(0)  # redraws at most every mininterval
         elif isinstance(ev, Validation):
-            state["val"] = f" val-IoU {ev.iou:.3f}"
+            state["val"] = " " + ev.describe()  # says when the held-out IoU saturated
         elif isinstance(ev, Notice):
             bar.write(ev.message, file=sys.stderr)
 
@@ -115,6 +115,10 @@ def cmd_train(args) -> int:
         tc_kwargs["patch_size"] = tuple(args.patch_size)
     if args.batch_size:
         tc_kwargs["batch_size"] = args.batch_size
+    if args.threads:
+        tc_kwargs["threads"] = args.threads
+    if args.no_amp:
+        tc_kwargs["amp"] = False
     tc = TrainConfig(**{**getattr(args, "train_extra", {}), **tc_kwargs})
     model_extra = getattr(args, "model_extra", {})
     mc = None
@@ -200,7 +204,8 @@ def cmd_predict(args) -> int:
     model = load_model(args.model, args.device)
     image = read_array(args.image)
     cfg = PredictConfig(device=args.device, overlap=args.overlap,
-                        tile_size=tuple(args.tile_size) if args.tile_size else None)
+                        tile_size=tuple(args.tile_size) if args.tile_size else None,
+                        **({} if args.tta is None else {"tta": args.tta}))
     from tqdm import tqdm
 
     t0 = time.perf_counter()
@@ -335,6 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_objects import add_predict_options, add_train_options, add_voxel_option
 
     add_train_options(t)
+    t.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads for training (default: torch's own setting, all cores)")
+    t.add_argument("--no-amp", action="store_true",
+                   help="train in float32 (no float16 on CUDA, no bfloat16 on CPU)")
     common(t)
     t.set_defaults(func=cmd_train)
 
@@ -348,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--overlap", type=float, default=PredictConfig().overlap,
                     help=f"fraction of overlap between tiles (default {PredictConfig().overlap:g})")
     add_predict_options(pr)
+    pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                    help="test-time augmentation: average over flips and 90-degree rotations")
     common(pr)
     pr.set_defaults(func=cmd_predict)
 

@@ -127,7 +127,7 @@ class TrainConfig(_DictMixin):
     seed: int = 0
     device: str = "auto"
     augment: bool = True
-    amp: bool = True  # used on CUDA only
+    amp: bool = True  # mixed precision: float16 on CUDA, bfloat16 on CPUs that compute it natively
     val_fraction: float = 0.15
     validate_every: int = 25  # steps
     annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
@@ -138,6 +138,13 @@ class TrainConfig(_DictMixin):
     schedule: Schedule = "cosine"  # learning rate over the steps/time budget: "cosine" decay or "constant"
     keep: Keep = "iou"  # which weights to keep: best held-out "iou" (ties: lower loss), lowest "loss", or "last"
     deterministic: bool = False  # deterministic algorithms only (and no cuDNN autotuning): repeatable runs, slower
+    # learning from unannotated pixels (napari_unet/core/losses.py); weights of extra loss terms, 0 = off
+    regularizer: float = 0.0  # image-aware Potts/CRF loss (bilateral kernel) on unannotated pixels
+    regularizer_sigma: float = 0.15  # its intensity bandwidth, in normalised image units (0..1)
+    consistency: float = 0.0  # mean-teacher consistency: student vs averaged weights on another view
+    pseudo_labels: float = 0.0  # cross-entropy to the averaged weights' confident predictions
+    pseudo_threshold: float = 0.9  # how sure the averaged weights must be for a pseudo-label
+    unlabelled_rampup: float = 0.2  # the terms above ramp up linearly over this fraction of the budget
 
     def __post_init__(self):
         _check(self.steps is None or (_is_int(self.steps) and self.steps >= 1),
@@ -162,6 +169,14 @@ class TrainConfig(_DictMixin):
         _check(self.keep in KEEPS, f"keep must be one of {KEEPS}, got {self.keep!r}.")
         _check(isinstance(self.deterministic, bool), "deterministic must be true or false.")
         _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1), "threads must be >= 1.")
+        for name in ("regularizer", "consistency", "pseudo_labels"):
+            v = getattr(self, name)
+            _check(_is_num(v) and 0 <= v <= 100, f"{name} must be a weight in [0, 100], got {v!r}.")
+        _check(_is_num(self.regularizer_sigma) and self.regularizer_sigma > 0, "regularizer_sigma must be > 0.")
+        _check(_is_num(self.pseudo_threshold) and 0.5 <= self.pseudo_threshold < 1,
+               "pseudo_threshold must be in [0.5, 1).")
+        _check(_is_num(self.unlabelled_rampup) and 0 <= self.unlabelled_rampup <= 1,
+               "unlabelled_rampup must be in [0, 1].")
 
 
 @dataclass(frozen=True)
@@ -173,8 +188,10 @@ class PredictConfig(_DictMixin):
     batch_size: int = 1
     device: str = "auto"
     amp: bool = True
+    tta: bool = False  # test-time augmentation: average over flips / 90-degree rotations
 
     def __post_init__(self):
+        _check(isinstance(self.tta, bool), f"tta must be true or false, got {self.tta!r}.")
         _check(self.tile_size is None or (isinstance(self.tile_size, tuple) and len(self.tile_size) in (2, 3)
                and all(_is_int(t) and 8 <= t <= 8192 for t in self.tile_size)),
                f"tile_size must be 2 or 3 integers in 8..8192, got {self.tile_size!r}.")

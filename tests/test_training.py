@@ -80,7 +80,8 @@ def test_time_budget_stops(easy2d):
     syn, ann = easy2d
     result = train_blocking(syn.image, ann, model_config=TINY,
                             train_config=tiny_train(steps=None, time_budget=1.0))
-    assert 1.0 <= result.seconds < 3.0
+    # the budget ends training (a generous bound: a loaded CI machine slows the last step and validation)
+    assert 1.0 <= result.seconds < 10.0
 
 
 def test_preview_events(easy2d):

@@ -81,11 +81,24 @@ def cpu_bf16_fast() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def autocast(device: torch.device, enabled: bool, cpu: bool = False):
-    """Mixed precision: float16 on CUDA; bfloat16 on a CPU that has it natively when ``cpu``."""
+def cpu_bf16_ok(ndim: int) -> bool:
+    """Whether bfloat16 autocast is safe for training a ``ndim``-D network on this CPU.
+
+    2D only. In 3D, oneDNN's bfloat16 Conv3d weight gradient on CPU comes back as garbage (1e27 or
+    inf) whenever a feature map is 2 voxels deep (torch 2.13; e.g. input (2, 16, 2, 16, 16), about
+    2 calls in 3; depths 1 and 3..6 are fine). A U-Net meets that depth at some level for thin
+    stacks and small Z patches, which is why 3D training skipped 10-45 % of its steps as
+    non-finite (and could take a finite but wrong step). bfloat16 bought 3D only ~1.25x, so 3D
+    trains in float32 on the CPU. tests/test_precision.py checks this.
+    """
+    return ndim == 2 and cpu_bf16_fast()
+
+
+def autocast(device: torch.device, enabled: bool, cpu: bool = False, ndim: int = 2):
+    """Mixed precision: float16 on CUDA; bfloat16 on a CPU that has it natively when ``cpu`` (2D only)."""
     if enabled and device.type == "cuda":
         return torch.autocast("cuda", dtype=torch.float16)
-    if enabled and cpu and device.type == "cpu" and cpu_bf16_fast():
+    if enabled and cpu and device.type == "cpu" and cpu_bf16_ok(ndim):
         return torch.autocast("cpu", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 

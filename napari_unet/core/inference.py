@@ -68,12 +68,23 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
 
     def fn(batch: np.ndarray) -> np.ndarray:
         with torch.inference_mode(), autocast(device, config.amp):  # CPU prediction stays float32
-            x = torch.from_numpy(batch).to(device).contiguous(memory_format=fmt)
-            logits = net(x).float()
-            probs = torch.softmax(logits[:, :mc.n_classes], dim=1)
-            if n_out > mc.n_classes:
-                probs = torch.cat([probs, torch.sigmoid(logits[:, mc.n_classes:n_out])], dim=1)
-            return probs.cpu().numpy()
+            x = torch.from_numpy(batch).to(device)
+
+            def heads(inp):  # class softmax, then the objects head's sigmoid maps (if asked for)
+                logits = net(inp.contiguous(memory_format=fmt)).float()
+                probs = torch.softmax(logits[:, :mc.n_classes], dim=1)
+                if n_out > mc.n_classes:
+                    probs = torch.cat([probs, torch.sigmoid(logits[:, mc.n_classes:n_out])], dim=1)
+                return probs
+
+            if not config.tta:
+                return heads(x).cpu().numpy()
+            views = tta_transforms(mc.ndim, tuple(x.shape[2:]))
+            acc = None
+            for fwd, back in views:  # probabilities per view, then the mean: each view votes
+                p = back(heads(fwd(x)))
+                acc = p if acc is None else acc + p
+            return (acc / len(views)).cpu().numpy()
 
     out = np.zeros((n_out,) + sp, np.float32)
     planes = list(np.ndindex(*lead)) if lead else [()]
@@ -99,6 +110,33 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
                 yield Notice(f"Out of GPU memory: retrying with tiles of {tile}.")
         out[(slice(None),) + tuple(idx)] = result
         total_done += 1
+    return out
+
+
+def tta_transforms(ndim: int, spatial: tuple[int, ...]):
+    """(forward, inverse) pairs on (N, C, *spatial) tensors for test-time augmentation.
+
+    2D: the 8 symmetries of the square (4 rotations by 90 degrees, each with and without a flip);
+    on a non-square tile only the 4 flips. 3D: the 8 flips of Z, Y and X (Z is often sampled
+    differently from YX, so no rotation mixes it in).
+    """
+    dims = tuple(range(2, 2 + ndim))
+    flips = [tuple(d for d, on in zip(dims, bits) if on) for bits in np.ndindex(*(2,) * ndim)]
+    out = []
+    for f in flips:
+        out.append((lambda t, f=f: torch.flip(t, f) if f else t, lambda t, f=f: torch.flip(t, f) if f else t))
+    if ndim == 2 and spatial[0] == spatial[1]:
+        out = []
+        for k in range(4):
+            for flip in (False, True):
+                def fwd(t, k=k, flip=flip):
+                    t = torch.rot90(t, k, (2, 3))
+                    return torch.flip(t, (3,)) if flip else t
+
+                def back(t, k=k, flip=flip):
+                    t = torch.flip(t, (3,)) if flip else t
+                    return torch.rot90(t, -k, (2, 3))
+                out.append((fwd, back))
     return out
 
 

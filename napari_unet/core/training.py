@@ -25,6 +25,7 @@ from .checkpoint import Model, check_writable_folder, load_model, save_model, sa
 from .data import PatchSampler, Sample, check_annotations, class_counts, make_samples, split_validation
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
+from .losses import unlabelled_terms
 from .metrics import mean_object_iou
 from .events import (Notice, Preview, Progress, Saved, Started, Validation,  # noqa: F401 - re-exported
                      budget_fraction)
@@ -35,6 +36,9 @@ from .util import drain
 GRAD_CLIP = 10.0  # gradient norm clip: a spike cannot wreck the weights
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
 OBJECT_LOSS_WEIGHT = 1.0  # weight of the objects head's loss beside the class cross-entropy
+# held-out IoU at or above this says nothing more: sparse strokes away from edges are all right long
+# before the boundaries are; from then on the held-out loss is the signal shown and used for keeping
+SATURATED_IOU = 0.99
 
 
 @dataclass
@@ -187,7 +191,10 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     patch = _cap_patch(tuple(patch), samples, mc.size_multiple)
     if batch_size == 1 and mc.norm == "batch":  # batch norm needs more than one value per channel at the bottom
         patch = tuple(max(p, 2 * mc.size_multiple) for p in patch)
-    run_record = {"settings": tc.replace(patch_size=tuple(int(p) for p in patch), batch_size=batch_size).to_dict(),
+    # the patch as used, at least 8 per axis so that the record is a valid TrainConfig (a thin stack caps
+    # Z below 8; capping the recorded patch again gives the same patch)
+    run_record = {"settings": tc.replace(patch_size=tuple(max(8, int(p)) for p in patch),
+                                         batch_size=batch_size).to_dict(),
                   "model": mc.to_dict(), "versions": versions(), "seeds": {"numpy": tc.seed,
                   "torch": tc.seed}, "data": data_fingerprints(images, labels),
                   "inputs": {"channel_axis": channel_axis, "from_instances": from_instances, "objects": objects,
@@ -208,7 +215,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         torch.backends.cudnn.benchmark = not tc.deterministic
 
     def amp_ctx():
-        return autocast(device, tc.amp, cpu=True)
+        return autocast(device, tc.amp, cpu=True, ndim=mc.ndim)
 
     # the averaged weights are the ones validated, previewed and kept: they wobble less step to step
     eval_net = copy.deepcopy(net).eval() if tc.ema_decay > 0 else net
@@ -216,6 +223,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     class_weight = _class_weights([s.labels for s in train_samples], mc.n_classes, tc.class_balance).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    unlabelled = bool(tc.regularizer or tc.consistency or tc.pseudo_labels)
+    gen = torch.Generator().manual_seed(tc.seed)  # the teacher's views: seeded runs stay identical
     old_threads = torch.get_num_threads()
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -227,6 +236,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     start = time.perf_counter()
     step, last_val_step = 0, -1
     best_score, best_iou, best_step, best_state = None, -1.0, None, None
+    best_loss, saturated = float("inf"), False
     loss_avg = None
     history_run: list[dict] = []
     losses: list[float] = []
@@ -245,19 +255,23 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         return best_state if best_state is not None else eval_net.state_dict()
 
     def do_validation():
-        nonlocal best_score, best_iou, best_step, best_state, last_val_step
+        nonlocal best_score, best_iou, best_step, best_state, last_val_step, best_loss, saturated
         vloss, viou = validator(eval_net, device, amp_ctx)
-        # higher IoU wins; equal IoU (common once held-out strokes are all right) goes to lower loss
-        score = (-1.0 if np.isnan(viou) else viou, -vloss) if tc.keep == "iou" else (-vloss,)
+        iou = -1.0 if np.isnan(viou) else viou
+        saturated = saturated or iou >= SATURATED_IOU
+        # higher IoU wins; IoUs at the saturation level count as equal and the lower loss wins
+        score = (min(iou, SATURATED_IOU), -vloss) if tc.keep == "iou" else (-vloss,)
         improved = tc.keep != "last" and (best_score is None or score >= best_score)
         if improved:
-            best_score, best_iou, best_step = score, (-1.0 if np.isnan(viou) else viou), step
+            best_score, best_iou, best_step, best_loss = score, iou, step, vloss
             best_state = {k: v.detach().clone() for k, v in eval_net.state_dict().items()}
         last_val_step = step
         history_run.append({"step": step, "time": round(time.perf_counter() - start, 2),
                             "loss": None if loss_avg is None else round(loss_avg, 5), "val_loss": round(vloss, 5),
-                            "val_iou": None if np.isnan(viou) else round(viou, 4)})
-        return Validation(step, vloss, viou, best_iou, best_step, improved)
+                            "val_iou": None if np.isnan(viou) else round(viou, 4), "val_saturated": saturated})
+        metric = "held-out loss" if saturated else "held-out IoU"
+        return Validation(step, vloss, viou, best_iou, best_step, improved, metric=metric, saturated=saturated,
+                          score=vloss if saturated else viou)
 
     try:
         while True:
@@ -281,10 +295,16 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             try:
                 with amp_ctx():
                     logits = net(xt)
-                loss = F.cross_entropy(logits[:, :mc.n_classes].float(), yt, weight=class_weight, ignore_index=-1)
+                class_logits = logits[:, :mc.n_classes]
+                loss = F.cross_entropy(class_logits.float(), yt, weight=class_weight, ignore_index=-1)
                 if t is not None and mc.n_extra:
                     tt = torch.from_numpy(t).to(device, non_blocking=True)
                     loss = loss + OBJECT_LOSS_WEIGHT * _object_loss(logits, mc.n_classes, tt, yt)
+                if unlabelled:
+                    frac = budget_fraction(step, tc.steps, elapsed, tc.time_budget)
+                    ramp = min(1.0, frac / tc.unlabelled_rampup) if tc.unlabelled_rampup > 0 else 1.0
+                    teacher = eval_net if eval_net is not net else None
+                    loss = loss + unlabelled_terms(tc, class_logits, xt, yt, teacher, amp_ctx, ramp, class_weight, gen)
                 opt.zero_grad(set_to_none=True)
                 finite = bool(torch.isfinite(loss))
                 if finite:
@@ -356,8 +376,12 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     seconds = time.perf_counter() - start
     if best_state is not None:
         net.load_state_dict(best_state)
-        kept = (f"best on held-out annotations: step {best_step} of {step}"
-                + (f" (IoU {best_iou:.3f})" if best_iou >= 0 else ""))
+        if saturated:  # never present a saturated 1.000 as quality
+            what = (f" (held-out loss {best_loss:.4f}; the held-out IoU saturated, so it says nothing about "
+                    "boundaries: check the prediction)")
+        else:
+            what = f" (held-out IoU {best_iou:.3f})" if best_iou >= 0 else ""
+        kept = f"best on held-out annotations: step {best_step} of {step}" + what
     else:
         net.load_state_dict(eval_net.state_dict())
         which = "averaged" if eval_net is not net else "last"
