@@ -188,47 +188,9 @@ def _check_names_match(names: tuple[str, ...], labels, from_instances: bool) -> 
 
 
 def cmd_predict(args) -> int:
-    from .config import PredictConfig
-    from .core.checkpoint import load_model
-    from .core.inference import predict_iter, to_labels
-    from .core.util import Notice, drain
+    from .cli_predict import cmd_predict as run
 
-    model_files = {f"--model's {n}": os.path.join(args.model, n) for n in ("model.safetensors", "config.json")}
-    check_distinct({"--image": args.image, **model_files}, {"--out": args.out, "--labels-out": args.labels_out})
-    out = check_output_file(args.out)
-    labels_out = check_output_file(args.labels_out) if args.labels_out else None
-    from .cli_objects import check_predict_outputs, write_object_outputs
-
-    object_paths = check_predict_outputs(args)
-    want_objects = any(p is not None for p in object_paths)
-    model = load_model(args.model, args.device)
-    image = read_array(args.image)
-    cfg = PredictConfig(device=args.device, overlap=args.overlap,
-                        tile_size=tuple(args.tile_size) if args.tile_size else None,
-                        **({} if args.tta is None else {"tta": args.tta}))
-    from tqdm import tqdm
-
-    t0 = time.perf_counter()
-    with tqdm(total=1, unit="tile", file=sys.stderr, dynamic_ncols=True, mininterval=0.5) as bar:
-        def on_event(ev):
-            if isinstance(ev, Notice):
-                bar.write(ev.message, file=sys.stderr)
-                return
-            bar.total, bar.n = ev.total, ev.done
-            bar.update(0)
-
-        outputs = drain(predict_iter(model, image, channel_axis=args.channel_axis, config=cfg, extras=want_objects),
-                        on_event)
-    probs = outputs[:model.config.n_classes]
-    write_array(out, probs)
-    msg = f"wrote probabilities {probs.shape} to {out}"
-    if labels_out:
-        write_array(labels_out, to_labels(probs))
-        msg += f" and labels to {labels_out}"
-    if want_objects:
-        msg += write_object_outputs(args, model, outputs, image, object_paths)
-    print(f"{msg} ({time.perf_counter() - t0:.1f} s)")
-    return 0
+    return run(args)
 
 
 def cmd_evaluate(args) -> int:
@@ -347,15 +309,20 @@ def build_parser() -> argparse.ArgumentParser:
     common(t)
     t.set_defaults(func=cmd_train)
 
-    pr = sub.add_parser("predict", help="predict probabilities (and labels) for an image")
+    pr = sub.add_parser("predict", help="predict probabilities (and labels) for an image or a folder of images")
     pr.add_argument("--model", required=True, help="model folder (model.safetensors + config.json)")
-    pr.add_argument("--image", required=True, help="image file: .tif, .npy or .zarr")
-    pr.add_argument("--out", required=True, help="probabilities (n_classes, *spatial) as .tif or .npy")
-    pr.add_argument("--labels-out", default=None, help="argmax labels (1 = background, 2.. classes)")
+    pr.add_argument("--image", required=True, help="an image (.tif, .npy, .zarr, OME-Zarr), a folder or a quoted glob")
+    pr.add_argument("--out", required=True, help="probabilities (n_classes, *spatial) as .tif, .npy or .zarr "
+                    "(written tile by tile); a folder (ending in /) for several images")
+    pr.add_argument("--labels-out", default=None, help="argmax labels (1 = background, 2.. classes) as .tif, .npy "
+                    "or .zarr; a folder for several images")
     pr.add_argument("--tile-size", type=int, nargs="+", default=None,
                     help="tile size, one integer per model axis (default: automatic)")
     pr.add_argument("--overlap", type=float, default=PredictConfig().overlap,
                     help=f"fraction of overlap between tiles (default {PredictConfig().overlap:g})")
+    from .cli_predict import add_big_options
+
+    add_big_options(pr)
     add_predict_options(pr)
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="test-time augmentation: average over flips and 90-degree rotations")

@@ -16,7 +16,7 @@ from ..errors import UserError
 from .checkpoint import Model
 from .data import ImageView, compute_percentiles, normalize
 from .device import OutOfMemoryError, autocast, get_device, memory_format_for
-from .tiling import tiled_apply
+from .tiling import as_sink, tiled_apply
 from .events import Notice, PredictProgress  # noqa: F401 - re-exported
 from .util import drain
 
@@ -37,12 +37,15 @@ def _tile_for(model: Model, spatial: tuple[int, ...], tile_size) -> tuple[int, .
 
 
 def predict_iter(model: Model, image, *, channel_axis: int | None = None, config: PredictConfig | None = None,
-                 percentiles: np.ndarray | None = None, extras: bool = False
+                 percentiles: np.ndarray | None = None, extras: bool = False, sink=None
                  ) -> Generator[PredictProgress, None, np.ndarray]:
     """Predict class probabilities for ``image``; see module docstring.
 
     ``extras``: also return the objects head's outputs (sigmoid) after the class channels,
     ``(n_classes + n_extra, *spatial)``; see :func:`split_outputs`.
+    ``sink``: an array-like ``(n_out, *spatial)`` (e.g. a zarr array) or a callable ``(region, block)``
+    receiving finished regions as tiles complete (memory bounded by a row of tiles; see
+    :func:`tiling.tiled_apply`); the generator then returns None instead of the whole array.
     """
     config = config or PredictConfig()
     view = ImageView(image, channel_axis)
@@ -86,7 +89,8 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
                 acc = p if acc is None else acc + p
             return (acc / len(views)).cpu().numpy()
 
-    out = np.zeros((n_out,) + sp, np.float32)
+    out = np.zeros((n_out,) + sp, np.float32) if sink is None else None
+    write = as_sink(sink) if sink is not None else None
     planes = list(np.ndindex(*lead)) if lead else [()]
     total_done = 0
     for idx in planes:
@@ -96,7 +100,7 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
         while True:
             try:
                 result = yield from _offset(tiled_apply(read, plane_shape, fn, n_out, tile, config.overlap,
-                                                        config.batch_size), planes, total_done)
+                                                        config.batch_size, _plane_sink(write, idx)), planes, total_done)
                 break
             except OutOfMemoryError:
                 if device.type == "cuda":
@@ -108,7 +112,8 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
                                     "(--device cpu).") from None
                 tile = smaller
                 yield Notice(f"Out of GPU memory: retrying with tiles of {tile}.")
-        out[(slice(None),) + tuple(idx)] = result
+        if out is not None:
+            out[(slice(None),) + tuple(idx)] = result
         total_done += 1
     return out
 
@@ -138,6 +143,16 @@ def tta_transforms(ndim: int, spatial: tuple[int, ...]):
                     return torch.rot90(t, -k, (2, 3))
                 out.append((fwd, back))
     return out
+def _plane_sink(write, idx: tuple):
+    """The sink of one plane ``idx`` of a stack (None: return the plane's array)."""
+    if write is None or not idx:
+        return write
+
+    def plane_write(region, block):
+        lead = tuple(slice(int(i), int(i) + 1) for i in idx)
+        write(lead + tuple(region), block.reshape(block.shape[:1] + (1,) * len(idx) + block.shape[1:]))
+
+    return plane_write
 
 
 def _offset(gen, planes, done_planes):

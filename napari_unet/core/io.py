@@ -19,11 +19,15 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .ome import ImageInfo
+
+__all__ = ["ImageInfo", "read_image", "read_array", "write_array", "check_output_file", "check_distinct"]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".npy", ".zarr")
 OUTPUT_SUFFIXES = (".tif", ".tiff", ".npy")
 TMP_TAG = "nutmp"  # .<name>.nutmp-<host>-<pid>-<random><suffix>
 STALE_SECONDS = 3600
+LAZY_TIFF_BYTES = 512 * 2**20  # TIFFs larger than this are read tile by tile, smaller ones at once
 
 
 # --------------------------------------------------------------------------- permissions
@@ -138,47 +142,60 @@ def _read_npy(p: Path, what: str):
     return arr
 
 
-def _read_zarr(p: Path, what: str):
-    try:
-        import zarr
+def _tiff_voxel_size(tif, series) -> tuple[tuple[float, ...] | None, str | None]:
+    """Voxel size per spatial axis (Z, Y, X as present) from OME-XML or ImageJ/resolution tags."""
+    axes = series.axes.upper()
+    spatial = [a for a in axes if a in "ZYX"]
+    if tif.is_ome and tif.ome_metadata:
+        import xml.etree.ElementTree as ET
 
-        node = zarr.open(str(p), mode="r")
-    except (ValueError, OSError, KeyError, TypeError) as e:
-        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"'{p}' is not a readable zarr array ({msg}); give the path of a zarr array.") from None
-    except Exception as e:  # noqa: BLE001 - zarr raises its own error types (e.g. no group or array found)
-        raise UserError(f"'{p}' is not a zarr array ({type(e).__name__}); give the path of a zarr array.") from None
-    if not hasattr(node, "dtype"):  # a group
         try:
-            names = sorted(node.array_keys())
-        except Exception:  # noqa: BLE001
-            names = []
-        listing = ", ".join(names[:10]) if names else "none"
-        raise UserError(f"'{p}' is a zarr group, not an array; give the path of one of its arrays "
-                        f"(arrays in it: {listing}).")
-    if node.dtype.kind not in "biuf":
-        raise UserError(f"The {what} zarr array '{p}' holds {node.dtype} data, not numbers.")
-    return node
+            root = ET.fromstring(tif.ome_metadata)
+            px = next(e for e in root.iter() if e.tag.endswith("Pixels"))
+            sizes = {a: px.get(f"PhysicalSize{a}") for a in "ZYX"}
+            unit = px.get("PhysicalSizeXUnit") or "\u00b5m"  # the OME default unit is the micrometre
+            if sizes["X"] is not None:
+                return tuple(float(sizes[a] or 1.0) for a in spatial), unit
+        except (ET.ParseError, StopIteration, ValueError):
+            pass
+    try:
+        page = tif.pages[0]
+        xres, yres = page.tags["XResolution"].value, page.tags["YResolution"].value
+        xs, ys = xres[1] / xres[0], yres[1] / yres[0]
+    except (KeyError, ZeroDivisionError, TypeError, IndexError):
+        return None, None
+    ij = tif.imagej_metadata or {}
+    unit = ij.get("unit")
+    if not ij and int(getattr(page.tags.get("ResolutionUnit"), "value", 1)) == 1 and (xs, ys) == (1.0, 1.0):
+        return None, None  # no unit and no resolution: tifffile's defaults say nothing
+    size = {"Z": float(ij.get("spacing", 1.0)), "Y": ys, "X": xs}
+    return tuple(size[a] for a in spatial), unit
 
 
-def read_array(path, what: str = "image"):
-    """Read a TIFF, .npy (memory-mapped) or .zarr array (lazy, read tile by tile)."""
-    p = Path(path)
-    if not p.exists():
-        raise UserError(f"The {what} file '{p}' does not exist; check the path.")
-    suffix = p.suffix.lower()
-    if suffix == ".zarr" or (p.is_dir() and any(q.suffix.lower() == ".zarr" for q in p.parents)):
-        return _read_zarr(p, what)  # a .zarr array, or an array inside a .zarr group
-    if suffix not in IMAGE_SUFFIXES:
-        raise UserError(f"The {what} file '{p}' has an unsupported type; use one of {', '.join(IMAGE_SUFFIXES)}.")
-    if p.is_dir():
-        raise UserError(f"The {what} path '{p}' is a folder, not an image file; give a {suffix} file.")
-    if suffix == ".npy":
-        return _read_npy(p, what)
+def _read_tiff(p: Path, what: str, lazy: bool | None) -> ImageInfo:
+    """TIFF / OME-TIFF, lazily when large: memory-mapped if stored contiguous and uncompressed, else via
+    tifffile's zarr store (reads only the strips/tiles a region needs)."""
     import tifffile
 
     try:
-        arr = tifffile.imread(p)
+        with tifffile.TiffFile(p) as tif:
+            series = tif.series[0]
+            shape, dtype, axes = tuple(series.shape), np.dtype(series.dtype), series.axes.lower()
+            voxel, unit = _tiff_voxel_size(tif, series)
+            contiguous = series.dataoffset is not None
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        if lazy is None:
+            lazy = nbytes > LAZY_TIFF_BYTES
+        if not lazy:
+            arr = tifffile.imread(p)
+        elif contiguous:
+            arr = tifffile.memmap(p, mode="r")
+        else:
+            import zarr
+
+            arr = zarr.open(tifffile.imread(p, aszarr=True), mode="r")
+            if not hasattr(arr, "dtype"):  # a pyramid: level 0
+                arr = arr["0"]
     except PermissionError:
         raise UserError(f"Cannot read the {what} file '{p}': permission denied; check its permissions.") from None
     except MemoryError:
@@ -188,7 +205,35 @@ def read_array(path, what: str = "image"):
         raise UserError(f"Cannot read the {what} file '{p}' ({e}); is it a valid TIFF file?") from None
     if arr.dtype.kind not in "biuf":
         raise UserError(f"The {what} file '{p}' holds {arr.dtype} data, not numbers; save a numeric image.")
-    return arr
+    ch = axes.find("c") if axes.count("c") == 1 and len(axes) == arr.ndim else -1
+    return ImageInfo(arr, axes if len(axes) == arr.ndim else None, voxel, unit, ch if ch >= 0 else None)
+
+
+def read_image(path, what: str = "image", lazy: bool | None = None) -> ImageInfo:
+    """Read a TIFF/OME-TIFF, .npy (memory-mapped), zarr array or OME-Zarr image, with its voxel size.
+
+    Large TIFFs (over ``LAZY_TIFF_BYTES``, or ``lazy=True``), .npy and zarr are read tile by tile.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise UserError(f"The {what} file '{p}' does not exist; check the path.")
+    suffix = p.suffix.lower()
+    if suffix == ".zarr" or (p.is_dir() and any(q.suffix.lower() == ".zarr" for q in p.parents)):
+        from .ome import read_zarr_image
+
+        return read_zarr_image(p, what)  # a .zarr array or OME-Zarr image, or an array inside a .zarr group
+    if suffix not in IMAGE_SUFFIXES:
+        raise UserError(f"The {what} file '{p}' has an unsupported type; use one of {', '.join(IMAGE_SUFFIXES)}.")
+    if p.is_dir():
+        raise UserError(f"The {what} path '{p}' is a folder, not an image file; give a {suffix} file.")
+    if suffix == ".npy":
+        return ImageInfo(_read_npy(p, what))
+    return _read_tiff(p, what, lazy)
+
+
+def read_array(path, what: str = "image"):
+    """The array of :func:`read_image` (TIFF, .npy memory-mapped, or .zarr read tile by tile)."""
+    return read_image(path, what).array
 
 
 # --------------------------------------------------------------------------- writing

@@ -45,16 +45,60 @@ def blend_weights(tile: tuple[int, ...], overlap: float) -> np.ndarray:
     return np.maximum(w, 1e-3)
 
 
+def as_sink(target) -> Callable[[tuple[slice, ...], np.ndarray], None]:
+    """A sink writing finished ``(n_out, *region)`` blocks into an array-like ``(n_out, *shape)``
+    (numpy, memmap, zarr), or ``target`` itself when it is already a callable ``(region, block)``."""
+    if callable(target) and not hasattr(target, "__setitem__"):
+        return target
+
+    def write(region, block):
+        target[(slice(None),) + tuple(region)] = block
+
+    return write
+
+
 def tiled_apply(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[int, ...],
                 fn: Callable[[np.ndarray], np.ndarray], n_out: int, tile: tuple[int, ...],
-                overlap: float = 0.25, batch_size: int = 1) -> Generator[tuple[int, int], None, np.ndarray]:
+                overlap: float = 0.25, batch_size: int = 1, sink=None
+                ) -> Generator[tuple[int, int], None, np.ndarray | None]:
     """Apply ``fn`` (batch (B, C, *tile) -> (B, n_out, *tile)) over tiles and blend the results.
 
-    ``read(slices)`` returns the (C, *tile) input for a region. Returns float32 (n_out, *shape).
+    ``read(slices)`` returns the (C, *tile) input for a region. Without ``sink``, returns float32
+    (n_out, *shape). With ``sink`` (an array-like (n_out, *shape) or a callable, see :func:`as_sink`)
+    finished regions are written to it as tiles complete and None is returned.
+
+    Memory stays bounded by one row of tiles: tiles run in row order (first axis outermost), and
+    the blended sum lives in a buffer one tile high. Once every tile of a row is done, the rows
+    above the next row's start can receive no more contributions: they are divided by their
+    weight sum and flushed to the sink, and the buffer slides down. Every pixel sums the same
+    tiles in the same order as a whole-image accumulation, so the values are bit-identical to it.
+    (A bounded buffer over a row of tiles was chosen over map_overlap-style recomputation, which
+    would predict the tiles straddling block borders twice.)
     """
     regions = tile_slices(shape, tile, overlap)
-    out = np.zeros((n_out,) + tuple(shape), np.float32)
-    wsum = np.zeros(tuple(shape), np.float32)
+    shape = tuple(shape)
+    result = None
+    if sink is None:
+        result = np.zeros((n_out,) + shape, np.float32)
+        sink = result
+    write = as_sink(sink)
+    height = min(tile[0], shape[0])
+    acc = np.zeros((n_out, height) + shape[1:], np.float32)
+    wsum = np.zeros((height,) + shape[1:], np.float32)
+    lo = 0  # first-axis position of the buffer's first row
+
+    def flush(upto: int):
+        nonlocal lo
+        d = upto - lo
+        if d <= 0:
+            return
+        write((slice(lo, upto),) + tuple(slice(0, n) for n in shape[1:]), acc[:, :d] / wsum[:d])
+        acc[:, :height - d] = acc[:, d:].copy()
+        acc[:, height - d:] = 0
+        wsum[:height - d] = wsum[d:].copy()
+        wsum[height - d:] = 0
+        lo = upto
+
     weights: dict[tuple[int, ...], np.ndarray] = {}
     for start in range(0, len(regions), batch_size):
         chunk = regions[start:start + batch_size]
@@ -62,12 +106,14 @@ def tiled_apply(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[in
         batch = np.stack([read(r) for r in chunk])
         res = fn(batch)
         for r, pred in zip(chunk, res):
+            flush(r[0].start)  # tiles come in row order: rows above this one are final
             tshape = pred.shape[1:]
             if tshape not in weights:
                 weights[tshape] = blend_weights(tshape, overlap)
             w = weights[tshape]
-            out[(slice(None),) + r] += pred * w
-            wsum[r] += w
+            local = (slice(r[0].start - lo, r[0].stop - lo),) + r[1:]
+            acc[(slice(None),) + local] += pred * w
+            wsum[local] += w
         yield min(start + batch_size, len(regions)), len(regions)
-    out /= wsum
-    return out
+    flush(shape[0])
+    return result
