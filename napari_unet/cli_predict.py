@@ -22,7 +22,7 @@ def add_big_options(pr) -> None:
                     help="dask.distributed scheduler (tcp://HOST:8786 or a scheduler JSON file): predict on that "
                          "cluster; outputs must be .zarr on a file system the workers share")
     pr.add_argument("--block-size", type=int, default=None,
-                    help="with --scheduler: block edge in pixels per task (default 2048 in 2D, 384 in 3D)")
+                    help="with --scheduler: block edge in pixels per task (default 4096 in 2D, 384 in 3D)")
     pr.add_argument("--out-format", choices=("tif", "npy", "zarr"), default=None,
                     help="for a folder or glob of images: output format (default: zarr for zarr inputs, else tif)")
 
@@ -176,7 +176,7 @@ def _predict_folder(args, model_files) -> int:
     for p in images:
         fmt = args.out_format or ("zarr" if p.suffix.lower() == ".zarr" else "tif")
         out = out_dir / f"{stem(p)}_probabilities.{fmt}"
-        lab = labels_dir / f"{stem(p)}_labels.{fmt if fmt != 'npy' else 'tif'}" if labels_dir else None
+        lab = labels_dir / f"{stem(p)}_labels.{fmt}" if labels_dir else None
         check_distinct(inputs, {"--out": out, "--labels-out": lab})  # never overwrite an input
         plans.append((p, out, lab))
     model = load_model(args.model, args.device)

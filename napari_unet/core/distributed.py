@@ -32,7 +32,7 @@ from .data import ImageView, compute_percentiles
 from .inference import PredictProgress, _tile_for
 from .tiling import tile_origins
 
-DEFAULT_BLOCK = {2: 2048, 3: 384}
+DEFAULT_BLOCK = {2: 4096, 3: 384}
 CONNECT_TIMEOUT = "30s"
 _CACHE: dict[str, object] = {}
 _LOCK = threading.Lock()

@@ -26,6 +26,7 @@ from .io import apply_umask, disk_error, remove_stale_temps, temp_path, write_ar
 from .ome import create_output, replace_dir
 
 MEMMAP_BYTES = 1 << 30
+PIECE = 512  # last-axis width of one write (the 2D chunk width)
 
 
 def label_dtype(n_classes: int):
@@ -95,11 +96,17 @@ class Outputs:
 
     def __call__(self, region, block: np.ndarray) -> None:
         region = tuple(region)
+        x0 = region[-1].start or 0
         try:
-            if "probabilities" in self.arrays:
-                self.arrays["probabilities"][(slice(None),) + region] = block
-            if "labels" in self.arrays:
-                self.arrays["labels"][region] = to_labels_block(block)
+            # piece by piece along the last axis (one chunk wide): zarr encodes a few chunks at a time
+            # and the labels' argmax temporaries stay small, whatever the image width
+            for a in range(0, block.shape[-1], PIECE):
+                sub = block[..., a:a + PIECE]
+                r = region[:-1] + (slice(x0 + a, x0 + a + sub.shape[-1]),)
+                if "probabilities" in self.arrays:
+                    self.arrays["probabilities"][(slice(None),) + r] = sub
+                if "labels" in self.arrays:
+                    self.arrays["labels"][r] = to_labels_block(sub)
         except OSError as e:
             raise disk_error(e, self.targets.get("probabilities") or self.targets["labels"],
                              "choose another output path") from None

@@ -65,7 +65,8 @@ def tiled_apply(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[in
 
     ``read(slices)`` returns the (C, *tile) input for a region. Without ``sink``, returns float32
     (n_out, *shape). With ``sink`` (an array-like (n_out, *shape) or a callable, see :func:`as_sink`)
-    finished regions are written to it as tiles complete and None is returned.
+    finished regions are written to it as tiles complete and None is returned; a block passed to a
+    callable sink is a view of the buffer, valid only during the call.
 
     Memory stays bounded by one row of tiles: tiles run in row order (first axis outermost), and
     the blended sum lives in a buffer one tile high. Once every tile of a row is done, the rows
@@ -92,10 +93,14 @@ def tiled_apply(read: Callable[[tuple[slice, ...]], np.ndarray], shape: tuple[in
         d = upto - lo
         if d <= 0:
             return
-        write((slice(lo, upto),) + tuple(slice(0, n) for n in shape[1:]), acc[:, :d] / wsum[:d])
-        acc[:, :height - d] = acc[:, d:].copy()
+        final = acc[:, :d]
+        final /= wsum[:d]  # in place: these rows are final (the sink must copy what it keeps)
+        write((slice(lo, upto),) + tuple(slice(0, n) for n in shape[1:]), final)
+        for i in range(0, height - d, d):  # slide down in steps of d: no overlap, no temporary copy
+            n = min(d, height - d - i)
+            acc[:, i:i + n] = acc[:, i + d:i + d + n]
+            wsum[i:i + n] = wsum[i + d:i + d + n]
         acc[:, height - d:] = 0
-        wsum[:height - d] = wsum[d:].copy()
         wsum[height - d:] = 0
         lo = upto
 
