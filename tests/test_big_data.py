@@ -159,6 +159,21 @@ def test_zarr_output_equals_in_memory_with_ome_metadata(tmp_path):
     assert not list(tmp_path.glob(".*nutmp*"))
 
 
+def test_3d_zarr_output_equals_in_memory(tmp_path):
+    model = _model(ndim=3)
+    img = _img((20, 40, 36))
+    cfg = PredictConfig(tile_size=(16, 16, 16), device="cpu")
+    ref = predict(model, img, config=cfg)
+    with Outputs(tmp_path / "p.zarr", tmp_path / "l.zarr", n_classes=2, spatial=img.shape, model_ndim=3,
+                 voxel_size=(4.0, 1.0, 1.0)) as outs:
+        drain(predict_iter(model, img, config=cfg, sink=outs))
+        outs.commit()
+    np.testing.assert_array_equal(read_array(tmp_path / "p.zarr"), ref)
+    np.testing.assert_array_equal(read_array(tmp_path / "l.zarr"), to_labels(ref))
+    assert zarr.open_array(str(tmp_path / "p.zarr" / "0"), mode="r").chunks == (2, 20, 40, 36)
+    assert read_image(tmp_path / "l.zarr").voxel_size == (4.0, 1.0, 1.0)
+
+
 @pytest.mark.parametrize("suffix", [".npy", ".tif"])
 def test_large_outputs_are_memory_mapped_and_equal(tmp_path, suffix):
     model = _model()
