@@ -62,8 +62,8 @@ def stem(p: Path) -> str:
 
 def output_folder(path: str, flag: str) -> Path:
     d = Path(path)
-    if d.exists() and not d.is_dir():
-        raise UserError(f"{flag} '{d}' is a file; for several images give a folder (ending in /).")
+    if d.suffix.lower() in (".tif", ".tiff", ".npy", ".zarr") or (d.exists() and not d.is_dir()):
+        raise UserError(f"{flag} '{d}' names a file; for several images give a folder (e.g. {d.with_suffix('')}/).")
     if not d.parent.is_dir():
         raise UserError(f"The folder above {flag} '{d}' does not exist; create it first.")
     d.mkdir(exist_ok=True)
