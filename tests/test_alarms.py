@@ -72,3 +72,32 @@ def test_statistics_per_channel():
     img = np.stack([make_nuclei((64, 64), seed=1).image, rng.normal(0, 1, (64, 64))], axis=-1)
     stats = image_statistics(img, channel_axis=-1)
     assert len(stats) == 2 and stats[0] != stats[1]
+
+
+def test_training_stores_statistics_and_prediction_warns_on_an_odd_image(tmp_path):
+    from conftest import TINY, tiny_train
+    from napari_unet.core.checkpoint import load_model
+    from napari_unet.core.inference import predict_iter
+    from napari_unet.core.synthetic import scribbles
+    from napari_unet.core.training import train_blocking
+    from napari_unet.core.util import Notice, drain
+
+    syn = make_nuclei((64, 64), seed=1, radius=6)
+    result = train_blocking(syn.image, scribbles(syn.semantic, seed=2, width=2), model_config=TINY,
+                            train_config=tiny_train(steps=2), out=tmp_path / "m")
+    model = load_model(tmp_path / "m")
+    assert model.meta["image_stats"]["n_images"] == 1 == result.model.meta["image_stats"]["n_images"]
+
+    def notices(image):
+        got = []
+        drain(predict_iter(model, image), lambda e: got.append(e.message) if isinstance(e, Notice) else None)
+        return got
+
+    assert notices(make_nuclei((64, 64), seed=5, radius=6).image) == []
+    odd = notices(-make_nuclei((64, 64), seed=8, radius=6, snr=2).image)
+    assert len(odd) == 1 and "unlike the training images" in odd[0]
+    # a warm start adds its images to the stored range
+    again = train_blocking(syn.image, scribbles(syn.semantic, seed=2, width=2), init=model,
+                           train_config=tiny_train(steps=1))
+    assert again.model.meta["image_stats"]["n_images"] == 2
+    assert model.meta["image_stats"]["n_images"] == 1  # the model passed in is not altered

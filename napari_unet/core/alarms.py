@@ -119,6 +119,18 @@ def summarise_statistics(per_image: list[list[dict]]) -> dict:
     return {"channels": chans, "n_images": len(per_image)}
 
 
+def merge_statistics(summary: dict | None, per_image: list[list[dict]]) -> dict:
+    """A summary covering an earlier one (a warm-started model's) and new images' statistics."""
+    new = summarise_statistics(per_image)
+    old_ch = (summary or {}).get("channels") or []
+    if not new or len(old_ch) != len(new["channels"]):
+        return new or dict(summary or {})
+    chans = []
+    for a, b in zip(old_ch, new["channels"]):
+        chans.append({k: [min(a[k][0], b[k][0]), max(a[k][1], b[k][1])] if k in a else b[k] for k in b})
+    return {"channels": chans, "n_images": int(summary.get("n_images", 0)) + new["n_images"]}
+
+
 def far_from_training(summary: dict, stats: list[dict]) -> list[str]:
     """Statistics of an image outside the training images' range by more than a tolerance.
 
@@ -158,4 +170,4 @@ def check_image(model, image, channel_axis: int | None = None, percentiles=None)
 
 
 __all__ = ["few_painted", "validation_worsening", "one_class", "image_statistics", "summarise_statistics",
-           "far_from_training", "check_image"]
+           "merge_statistics", "far_from_training", "check_image"]

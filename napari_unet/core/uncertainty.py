@@ -84,7 +84,7 @@ def tta_iter(model, image, *, channel_axis: int | None = None, config=None, perc
     for flips in ((), (ay,), (ax,), (ay, ax)):
         flipped = np.flip(arr, flips) if flips else arr
         probs = yield from predict_iter(model, np.ascontiguousarray(flipped), channel_axis=channel_axis,
-                                        config=config, percentiles=percentiles)
+                                        config=config, percentiles=percentiles, check_image=not views)
         # axes in the probabilities: class axis first, then the spatial axes (channel axis removed)
         back = tuple(_prob_axis(a, channel_axis, arr.ndim) for a in flips)
         views.append(np.flip(probs, back) if back else probs)
