@@ -141,5 +141,5 @@ PredictEvent = Union[PredictProgress, PredictResult, Notice]
 Event = Union[Started, Progress, Validation, Preview, Saved, AnnotationsChanged, Notice, PredictProgress,
               PredictResult]
 
-__all__ = ["budget_fraction", "Started", "Progress", "Validation", "Preview", "Saved", "AnnotationsChanged", "Notice", "PredictProgress",
-           "PredictResult", "TrainEvent", "PredictEvent", "Event"]
+__all__ = ["budget_fraction", "Started", "Progress", "Validation", "Preview", "Saved", "AnnotationsChanged", "Notice",
+           "PredictProgress", "PredictResult", "TrainEvent", "PredictEvent", "Event"]

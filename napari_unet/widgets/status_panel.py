@@ -22,7 +22,7 @@ class StatusPanel(QWidget):
         self.label.setWordWrap(True)
         self.activity: progress | None = None  # the same progress in napari's activity dock
         self._device = ""
-        self._saturated = False
+        self._saturated, self._saved, self._edits = False, "", ""
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.progress.native)
@@ -52,18 +52,23 @@ class StatusPanel(QWidget):
 
     def _on_event(self, ev):
         if isinstance(ev, E.Started):
-            self._device, self._saturated = ev.device, False
+            self._device, self._saturated, self._saved, self._edits = ev.device, False, "", ""
             self.label.setText(f"Training on {ev.device}" + (" (continuing)" if ev.warm_start else ""))
         elif isinstance(ev, E.Progress):
             self.set_progress(ev.fraction)
-            self.label.setText(f"{self._device}: step {ev.step}, {ev.elapsed:.0f} / {ev.time_budget or 0:.0f} s, "
-                               f"loss {ev.loss:.3f}" + ("; held-out IoU saturated" if self._saturated else ""))
+            budget = f" / {ev.time_budget:.0f}" if ev.time_budget else (" (until Stop)" if not ev.steps else "")
+            self.label.setText(f"{self._device}: step {ev.step}, {ev.elapsed:.0f}{budget} s, loss {ev.loss:.3f}"
+                               + ("; held-out IoU saturated" if self._saturated else "") + self._edits + self._saved)
         elif isinstance(ev, E.Validation):
             self.label.setToolTip("The held-out IoU is saturated: the held-out annotations are all right, which "
                                   "says nothing more about quality; annotate harder places." if ev.saturated else "")
             self._saturated = ev.saturated
         elif isinstance(ev, E.PredictProgress) and self.session.state == State.PREDICTING:  # not a preview's
             self.set_progress(ev.done / max(ev.total, 1))
+        elif isinstance(ev, E.Saved):
+            self._saved = f"; saved in {ev.path}"
+        elif isinstance(ev, E.AnnotationsChanged):
+            self._edits = f"; your edits in use since step {ev.step}"
         elif isinstance(ev, E.Notice):
             show_info(ev.message)
 
