@@ -124,3 +124,23 @@ def test_new_strokes_are_never_held_out():
     for _, sl in regions:
         held[sl] = True
     assert (train_s[0].labels[held & ~fresh] == 0).all()
+
+
+def test_live_data_rebuilds_a_stack_and_marks_the_new_plane():
+    from napari_unet.core.live import AnnotationUpdate, LiveData
+
+    rng = np.random.default_rng(1)
+    img = rng.normal(0, 1, (3, 16, 16)).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[0, :4] = 1
+    lab[0, 8:12] = 2
+    data = LiveData([img], [lab], 2, None, None, 1.0, 99.8)
+    assert len(data.samples) == 1 and data.fresh == [None]
+    new = lab.copy()
+    new[2, 2:6, 2:6] = 2  # a stroke on another plane
+    assert data.update([AnnotationUpdate(0, new, 1)]) == 16
+    assert len(data.samples) == 2 and data.fresh[0] is None and data.fresh[1].sum() == 16
+    np.testing.assert_array_equal(data.samples[1].labels, new[2])
+    with pytest.raises(UserError, match="shape"):
+        data.update([AnnotationUpdate(0, new[:, :8], 2)])
+    assert len(data.samples) == 2 and data.annotated == int(np.count_nonzero(new))  # unchanged after a bad edit

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..errors import UserError
 from .events import AnnotationsChanged  # noqa: F401 - re-exported
-from .data import ImageView, PatchSampler, Sample, check_labels, compute_percentiles, instances_to_classes, normalize
+from .data import PatchSampler, Sample, make_samples
 
 FRESH_FRACTION = 0.5  # share of patches centred on newly painted pixels, right after an edit
 FRESH_STEPS = 300  # steps after an edit during which new strokes are favoured
@@ -86,77 +86,74 @@ def as_updates(got) -> list[AnnotationUpdate]:
 
 
 class LiveData:
-    """Images normalised once, their current annotations, and training samples rebuilt per image."""
+    """The current annotations and their training samples, rebuilt per changed image.
 
-    def __init__(self, images, labels, ndim: int, channel_axis, norm_low: float, norm_high: float,
-                 from_instances: bool = False):
-        axes = channel_axis if isinstance(channel_axis, (list, tuple)) else [channel_axis] * len(images)
-        self.views = [ImageView(img, ax) for img, ax in zip(images, axes)]
-        self.pct = [compute_percentiles(v, norm_low, norm_high) for v in self.views]
-        self.ndim = ndim
-        self.from_instances = from_instances
+    Samples come from :func:`~napari_unet.core.data.make_samples` (the same checks, normalisation
+    and per-plane split as a fixed-budget run; ``sample_kwargs`` pass through), for the changed
+    image only. ``fresh`` marks, per sample, the pixels painted or changed by the last update.
+    """
+
+    def __init__(self, images, labels, ndim: int, in_channels: int | None, channel_axis, norm_low: float,
+                 norm_high: float, from_instances: bool = False, **sample_kwargs):
+        self.images = list(images)
+        self.axes = channel_axis if isinstance(channel_axis, (list, tuple)) else [channel_axis] * len(self.images)
+        self.args = (ndim, in_channels, norm_low, norm_high)
+        self.kwargs = dict(from_instances=from_instances, **sample_kwargs)
         self.labels = [self._check(i, lab) for i, lab in enumerate(labels)]
-        self._planes: dict[tuple, np.ndarray] = {}  # normalised planes (2D models), read once
-        self.fresh: list[np.ndarray | None] = []  # per sample: newly painted pixels, or None
-        self.samples: list[Sample] = []
-        self._owner: list[int] = []  # image index of each sample
-        self._rebuild({})
+        self.per_image = [self._samples(i, self.labels[i]) for i in range(len(self.images))]
+        self.fresh_per_image: list[list] = [[None] * len(s) for s in self.per_image]
 
     def _check(self, i: int, lab) -> np.ndarray:
-        if self.from_instances:
-            lab = instances_to_classes(lab, name=f"instance mask of image {i + 1}").astype(np.int64)
-        else:
-            lab = check_labels(lab, name=f"annotations of image {i + 1}")
-        if lab.shape != self.views[i].spatial_shape:
-            raise UserError(f"The new annotations of image {i + 1} have shape {lab.shape} but the image has "
-                            f"{self.views[i].spatial_shape}; they must match.")
-        return lab
+        """A private copy, as given (make_samples checks and converts it)."""
+        return np.array(lab, copy=True)
 
-    def _plane(self, i: int, idx: tuple) -> np.ndarray:
-        key = (i,) + idx
-        if key not in self._planes:
-            sl = tuple(int(j) for j in idx) + (slice(None),) * (len(self.views[i].spatial_shape) - len(idx))
-            self._planes[key] = normalize(self.views[i].read(sl), self.pct[i])
-        return self._planes[key]
+    def _painted(self, lab: np.ndarray) -> np.ndarray:
+        # an instance mask annotates every pixel (0 is background there)
+        return np.ones(lab.shape, bool) if self.kwargs["from_instances"] else lab > 0
 
-    def _rebuild(self, fresh_by_image: dict[int, np.ndarray]) -> None:
-        samples, owner, fresh = [], [], []
-        for i, lab in enumerate(self.labels):
-            new = fresh_by_image.get(i)
-            if self.ndim == 3:
-                if lab.any():
-                    samples.append(Sample(self._plane(i, ()), lab))
-                    owner.append(i)
-                    fresh.append(new)
-                continue
-            lead = lab.shape[:-2]
-            for idx in (np.ndindex(*lead) if lead else [()]):
-                if lab[idx].any():
-                    samples.append(Sample(self._plane(i, idx), lab[idx]))
-                    owner.append(i)
-                    fresh.append(None if new is None or not new[idx].any() else new[idx])
-        self.samples, self._owner, self.fresh = samples, owner, fresh
+    def _samples(self, i: int, lab: np.ndarray) -> list[Sample]:
+        ndim, in_ch, low, high = self.args
+        return make_samples([self.images[i]], [lab], ndim, in_ch, [self.axes[i]], low, high, **self.kwargs)
+
+    def _planes(self, lab: np.ndarray) -> list[tuple]:
+        """Index of each sample of an image in its stack, in make_samples' order (annotated planes)."""
+        if self.args[0] == 3:
+            return [()] if self._painted(lab).any() else []
+        lead = lab.shape[:-2]
+        painted = self._painted(lab)
+        return [idx for idx in (np.ndindex(*lead) if lead else [()]) if painted[idx].any()]
 
     def update(self, updates: list[AnnotationUpdate]) -> int:
-        """Swap in new annotation copies; return the number of newly painted/changed pixels."""
-        checked = {}
+        """Swap in new annotation copies; return the number of newly painted/changed pixels.
+
+        Raises UserError (nothing changed) when an update is unusable.
+        """
+        staged = {}
         for u in updates:
             if not 0 <= u.index < len(self.labels):
                 raise UserError(f"Annotation update for image {u.index + 1}, but training has {len(self.labels)} "
                                 "image(s).")
-            checked[u.index] = self._check(u.index, u.labels)
-        fresh, n_new = {}, 0
-        for i, lab in checked.items():
-            new = (lab != self.labels[i]) & (lab > 0)
+            lab = self._check(u.index, u.labels)
+            staged[u.index] = (lab, self._samples(u.index, lab))
+        n_new = 0
+        for i, (lab, samples) in staged.items():
+            new = self._painted(lab) & (lab != self.labels[i] if lab.shape == self.labels[i].shape else True)
             n_new += int(new.sum())
-            fresh[i] = new
-            self.labels[i] = lab
-        self._rebuild(fresh)
+            self.labels[i], self.per_image[i] = lab, samples
+            self.fresh_per_image[i] = [new[idx] if new[idx].any() else None for idx in self._planes(lab)]
         return n_new
 
     @property
+    def samples(self) -> list[Sample]:
+        return [s for per in self.per_image for s in per]
+
+    @property
+    def fresh(self) -> list:
+        return [m for per in self.fresh_per_image for m in per]
+
+    @property
     def annotated(self) -> int:
-        return int(sum(np.count_nonzero(lab) for lab in self.labels))
+        return int(sum(np.count_nonzero(self._painted(lab)) for lab in self.labels))
 
 
 class FreshFirstSampler(PatchSampler):
@@ -208,10 +205,12 @@ class LiveAnnotations:
     FRESH_STEPS steps); a bad edit returns a Notice and the previous annotations stay in use.
     """
 
-    def __init__(self, source: AnnotationSource, images, labels, *, ndim: int, channel_axis, norm_low: float,
-                 norm_high: float, from_instances: bool, n_classes: int, train_config, poll_every: float = 1.0):
+    def __init__(self, source: AnnotationSource, images, labels, *, ndim: int, in_channels: int, channel_axis,
+                 norm_low: float, norm_high: float, from_instances: bool, n_classes: int, train_config,
+                 poll_every: float = 1.0, **sample_kwargs):
         self.source, self.images, self.labels = source, images, labels
-        self.args = (ndim, channel_axis, norm_low, norm_high, from_instances)
+        self.args = (ndim, in_channels, channel_axis, norm_low, norm_high, from_instances)
+        self.sample_kwargs = sample_kwargs
         self.n_classes, self.tc, self.poll_every = n_classes, train_config, poll_every
         self.data: LiveData | None = None
         self.last = time.perf_counter()
@@ -231,8 +230,8 @@ class LiveAnnotations:
         if not updates:
             return None
         try:
-            if self.data is None:  # images normalised once, on the first edit
-                self.data = LiveData(self.images, self.labels, *self.args)
+            if self.data is None:  # built on the first edit: nothing to do for a run without edits
+                self.data = LiveData(self.images, self.labels, *self.args, **self.sample_kwargs)
             n_new = self.data.update(updates)
             check_annotations([s.labels for s in self.data.samples], self.n_classes)
         except UserError as e:  # a bad edit never ends the run

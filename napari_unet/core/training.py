@@ -264,7 +264,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     stopped = False
     lr_scale, stall, warned, since = 1.0, 0, set(), 0  # since: validations before it used another held-out set
     live = None if annotations is None else LiveAnnotations(
-        annotations, images, labels, ndim=mc.ndim, channel_axis=channel_axis, norm_low=mc.norm_low,
+        annotations, images, labels, ndim=mc.ndim, in_channels=mc.in_channels, channel_axis=channel_axis,
+        norm_low=mc.norm_low,
         norm_high=mc.norm_high, from_instances=from_instances, n_classes=mc.n_classes, train_config=tc,
         poll_every=poll_every)
 
