@@ -63,8 +63,8 @@ class WherePanel(QWidget):
         image, self._name = self.viewer.layers[name], name
         key = tuple(key) if key else ()
         u = uncertainty_map(probs, self.kind.value)
-        L.write_plane(self.viewer, image, uncertainty_name(name), u, key, colormap="viridis", opacity=0.6,
-                      blending="translucent", contrast_limits=(0.0, 1.0))
+        L.write_plane(self.viewer, image, uncertainty_name(name), u, key, colormap=L.probability_colormap("cividis"),
+                      opacity=0.6, blending="translucent", contrast_limits=(0.0, 1.0))  # sure pixels: see-through
         ann = L.find_annotations(self.viewer, image)
         painted = None
         if ann is not None and tuple(ann.data.shape) == L.spatial_shape(image):
