@@ -186,11 +186,11 @@ def split_keeping_fresh(samples: list[Sample], fresh: list, fraction: float, blo
     if not any(m is not None for m in fresh):
         train, regions = split_validation(samples, fraction, block, rng)
         return train, samples, regions
-    old = [Sample(s.image, np.where(m, 0, s.labels)) if m is not None else s for s, m in zip(samples, fresh)]
+    old = [Sample(s.image, np.where(m, 0, s.labels), s.target) if m is not None else s for s, m in zip(samples, fresh)]
     train, regions = split_validation(old, fraction, block, rng)
     if not regions:
         return samples, samples, []
-    train = [Sample(t.image, np.where(m, s.labels, t.labels)) if m is not None else t
+    train = [Sample(t.image, np.where(m, s.labels, t.labels), t.target) if m is not None else t
              for t, s, m in zip(train, samples, fresh)]
     return train, old, regions
 

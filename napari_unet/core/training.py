@@ -247,7 +247,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     dev_name = describe(device)
     run_record["versions"]["device"] = dev_name
     yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
-    for msg in few_painted([s.labels for s in samples], mc.class_names):  # objects mode: pass objects=True
+    for msg in few_painted([s.labels for s in samples], mc.class_names):  # sample labels are classes (objects too)
         yield Notice(msg)
 
     # --- state
@@ -265,9 +265,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     lr_scale, stall, warned, since = 1.0, 0, set(), 0  # since: validations before it used another held-out set
     live = None if annotations is None else LiveAnnotations(
         annotations, images, labels, ndim=mc.ndim, in_channels=mc.in_channels, channel_axis=channel_axis,
-        norm_low=mc.norm_low,
-        norm_high=mc.norm_high, from_instances=from_instances, n_classes=mc.n_classes, train_config=tc,
-        poll_every=poll_every)
+        norm_low=mc.norm_low, norm_high=mc.norm_high, from_instances=from_instances, n_classes=mc.n_classes,
+        train_config=tc, poll_every=poll_every, objects=objects)
 
     def session(n_steps: int, kept: str) -> dict:
         kept_losses, every = thin_losses(losses)
@@ -402,8 +401,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 req = preview()
                 if req is not None:
                     key, img, ax, pct = req
-                    probs = yield from predict_iter(eval_model, img, channel_axis=ax, percentiles=pct, check_image=False,
-                                                    config=PredictConfig(device=str(device), amp=tc.amp))
+                    probs = yield from predict_iter(eval_model, img, channel_axis=ax, percentiles=pct,
+                                                    config=PredictConfig(device=str(device), amp=tc.amp),
+                                                    check_image=False)
                     net.train()  # a no-op with averaged weights; without, the preview switched net to eval
                     yield Preview(step, key, probs)
                     alarm = one_class(probs, mc.class_names) if step >= 4 * warmup else []
