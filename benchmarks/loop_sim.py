@@ -178,12 +178,9 @@ def unet_round(image, ann, model, args):
 # --------------------------------------------------------------------------- main
 def load(args):
     if args.image is None:
-        try:
-            from napari_unet.core.synthetic import make_realistic_nuclei as make
-            syn = make((args.size, args.size), seed=args.seed)
-        except ImportError:  # before the realistic data generator is on this branch
-            from napari_unet.core.synthetic import make_nuclei
-            syn = make_nuclei((args.size, args.size), seed=args.seed, snr=3.0, dimmest=0.2, blur=2.0)
+        from napari_unet.core.synthetic import make_realistic_nuclei  # the benchmarks' realistic data
+
+        syn = make_realistic_nuclei((args.size, args.size), seed=args.seed)
         return syn.image, syn.instances, "built-in realistic synthetic nuclei"
     from napari_unet.core.io import read_array
 

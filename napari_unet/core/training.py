@@ -393,7 +393,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 if tc.continuous and stall >= PLATEAU and lr_scale > MIN_LR_SCALE:
                     lr_scale, stall = lr_scale / 2, 0
                     yield Notice(f"Held-out validation stalled: learning rate lowered to {tc.lr * lr_scale:.2g}.")
-                alarm = validation_worsening(history_run[since:])
+                alarm = validation_worsening(history_run[since:], use_loss=v.saturated)
                 if alarm and "worsening" not in warned:
                     warned.add("worsening")
                     yield Notice(alarm[0])
