@@ -1,6 +1,9 @@
 """Regenerate the user guide's screenshots from a real viewer (needs a display: xvfb-run -a).
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py
+    xvfb-run -a -s "-screen 0 1600x1000x24" python docs/make_screenshots.py [--live]
+
+``--live``: only the keep-training shot (5-keep-training.png: continuous training with the
+uncertainty layer and the ranked lists, after a stroke painted while it trains).
 
 Each state is shot at 1600x1000 (the guide's pictures) and at 1366x768 (a small laptop screen:
 the whole dock must stay usable there).
@@ -25,7 +28,50 @@ def pump(app, seconds, until=None):
         time.sleep(0.01)
 
 
+def live():
+    """Keep training with the uncertainty layer and lists; a stroke is painted while it trains."""
+    import tempfile
+
+    from napari_unet.core.events import AnnotationsChanged, Preview
+    from napari_unet.widgets.launch import open_demo_viewer
+
+    viewer, w = open_demo_viewer(show=True)
+    app = QApplication.instance()
+    win = viewer.window._qt_window
+    win.resize(*SIZES[""])
+    w.training.autosave.value = tempfile.mkdtemp(prefix="screenshot-")
+    w.sections["train"].collapse(animate=False)
+    w.sections["review"].collapse(animate=False)
+    w.sections["model"].collapse(animate=False)
+    w.sections["where"].expand(animate=False)
+    w.where.enabled.value = True
+    w.training.keep.value = True
+    seen = []
+    w.session.event.connect(lambda ev: seen.append(ev) if isinstance(ev, (Preview, AnnotationsChanged)) else None)
+    w.training.train()
+    pump(app, 120, until=lambda: sum(isinstance(e, Preview) for e in seen) >= 10)  # a model with some opinion
+    ann = viewer.layers["nuclei annotations"]
+    ann.brush_size = 5
+    for x in range(60, 110, 2):  # a background stroke, as a user paints while it trains
+        ann.paint((40, x), 1, refresh=True)
+    pump(app, 30, until=lambda: any(isinstance(e, AnnotationsChanged) for e in seen)
+         and isinstance(seen[-1], Preview))
+    viewer.layers["nuclei probabilities"].visible = False
+    pump(app, 0.6)
+    viewer.reset_view()
+    pump(app, 0.3)
+    imsave(OUT / "5-keep-training.png", viewer.screenshot(canvas_only=False), check_contrast=False)
+    print("5-keep-training.png")
+    w.session.stop()
+    pump(app, 30, until=lambda: w.worker is None)
+    viewer.close()
+
+
 def main():
+    import sys
+
+    if "--live" in sys.argv:
+        return live()
     from napari_unet.core.events import Preview
     from napari_unet.widgets.launch import open_demo_viewer
 

@@ -145,14 +145,17 @@ class TrainConfig(_DictMixin):
     pseudo_labels: float = 0.0  # cross-entropy to the averaged weights' confident predictions
     pseudo_threshold: float = 0.9  # how sure the averaged weights must be for a pseudo-label
     unlabelled_rampup: float = 0.2  # the terms above ramp up linearly over this fraction of the budget
+    # open-ended training until stopped (steps/time_budget, if given, still end it); picks up annotation
+    # edits; learning rate constant after warm-up, halved when validation stalls, restored on new annotations
+    continuous: bool = False
 
     def __post_init__(self):
         _check(self.steps is None or (_is_int(self.steps) and self.steps >= 1),
                f"steps must be a positive integer, got {self.steps!r}.")
         _check(self.time_budget is None or (_is_num(self.time_budget) and self.time_budget > 0),
                f"time budget must be a positive number of seconds, got {self.time_budget!r}.")
-        _check(self.steps is not None or self.time_budget is not None,
-               "Give a number of steps or a time budget, or training would never end.")
+        _check(self.steps is not None or self.time_budget is not None or self.continuous is True,
+               "Give a number of steps or a time budget (or continuous training, which ends when stopped).")
         _check(self.patch_size is None or isinstance(self.patch_size, tuple) and len(self.patch_size) in (2, 3)
                and all(_is_int(p) and 8 <= p <= 4096 for p in self.patch_size),
                f"patch_size must be 2 or 3 integers in 8..4096, got {self.patch_size!r}.")
@@ -168,6 +171,7 @@ class TrainConfig(_DictMixin):
         _check(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}, got {self.schedule!r}.")
         _check(self.keep in KEEPS, f"keep must be one of {KEEPS}, got {self.keep!r}.")
         _check(isinstance(self.deterministic, bool), "deterministic must be true or false.")
+        _check(isinstance(self.continuous, bool), "continuous must be true or false.")
         _check(self.threads is None or (_is_int(self.threads) and self.threads >= 1), "threads must be >= 1.")
         for name in ("regularizer", "consistency", "pseudo_labels"):
             v = getattr(self, name)

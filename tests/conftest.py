@@ -7,6 +7,20 @@ from napari_unet.core.synthetic import make_nuclei, scribbles
 
 torch.set_num_threads(2)
 
+
+@pytest.fixture(autouse=True, scope="session")
+def _autosave_in_a_temp_folder(tmp_path_factory):
+    """GUI training autosaves the model; in tests into a temporary folder, never the user's home."""
+    import os
+
+    old = os.environ.get("NAPARI_UNET_AUTOSAVE")
+    os.environ["NAPARI_UNET_AUTOSAVE"] = str(tmp_path_factory.mktemp("autosave"))
+    yield
+    if old is None:
+        os.environ.pop("NAPARI_UNET_AUTOSAVE", None)
+    else:
+        os.environ["NAPARI_UNET_AUTOSAVE"] = old
+
 TINY = ModelConfig(depth=2, width=4)
 
 

@@ -102,6 +102,18 @@ class Saved:
 
 
 @dataclass(frozen=True)
+class AnnotationsChanged:
+    """Continuous training swapped in changed annotations at ``step`` (see core/live.py)."""
+
+    step: int
+    version: int
+    annotated: int  # annotated pixels now, over all images
+    new_pixels: int  # pixels painted (or changed) since the previous state
+    n_train_samples: int
+    n_val_regions: int
+
+
+@dataclass(frozen=True)
 class Notice:
     """Something the user should know that is not an error (e.g. a smaller batch after running out of memory)."""
 
@@ -124,9 +136,10 @@ class PredictResult:
     probabilities: np.ndarray
 
 
-TrainEvent = Union[Started, Progress, Validation, Preview, Saved, Notice]
+TrainEvent = Union[Started, Progress, Validation, Preview, Saved, AnnotationsChanged, Notice]
 PredictEvent = Union[PredictProgress, PredictResult, Notice]
-Event = Union[Started, Progress, Validation, Preview, Saved, Notice, PredictProgress, PredictResult]
+Event = Union[Started, Progress, Validation, Preview, Saved, AnnotationsChanged, Notice, PredictProgress,
+              PredictResult]
 
-__all__ = ["budget_fraction", "Started", "Progress", "Validation", "Preview", "Saved", "Notice", "PredictProgress",
-           "PredictResult", "TrainEvent", "PredictEvent", "Event"]
+__all__ = ["budget_fraction", "Started", "Progress", "Validation", "Preview", "Saved", "AnnotationsChanged", "Notice",
+           "PredictProgress", "PredictResult", "TrainEvent", "PredictEvent", "Event"]

@@ -37,7 +37,8 @@ def _tile_for(model: Model, spatial: tuple[int, ...], tile_size) -> tuple[int, .
 
 
 def predict_iter(model: Model, image, *, channel_axis: int | None = None, config: PredictConfig | None = None,
-                 percentiles: np.ndarray | None = None, extras: bool = False, sink=None
+                 percentiles: np.ndarray | None = None, extras: bool = False, sink=None,
+                 check_image: bool = True
                  ) -> Generator[PredictProgress, None, np.ndarray]:
     """Predict class probabilities for ``image``; see module docstring.
 
@@ -46,6 +47,8 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
     ``sink``: an array-like ``(n_out, *spatial)`` (e.g. a zarr array) or a callable ``(region, block)``
     receiving finished regions as tiles complete (memory bounded by a row of tiles; see
     :func:`tiling.tiled_apply`); the generator then returns None instead of the whole array.
+    ``check_image``: first yield a Notice when the image's statistics lie far from the training
+    images' (stored in the model by training); the live preview during training skips it.
     """
     config = config or PredictConfig()
     view = ImageView(image, channel_axis)
@@ -60,6 +63,11 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
         raise UserError(f"The image has {len(sp)} spatial axes; a 2D model takes at most 4 (e.g. TZYX).")
     if percentiles is None:
         percentiles = compute_percentiles(view, mc.norm_low, mc.norm_high)
+    if check_image:
+        from .alarms import check_image as far_from_training
+
+        for msg in far_from_training(model, image, channel_axis, percentiles):
+            yield Notice(msg)
     device = get_device(config.device) if config.device != "auto" else model.device
     fmt = memory_format_for(mc.ndim, device)
     net = model.net.to(device, memory_format=fmt).eval()

@@ -26,6 +26,8 @@ from .data import PatchSampler, Sample, check_annotations, class_counts, make_sa
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
 from .losses import unlabelled_terms
+from .alarms import few_painted, image_statistics, merge_statistics, one_class, validation_worsening
+from .live import AnnotationsChanged, AnnotationSource, LiveAnnotations
 from .metrics import mean_object_iou
 from .events import (Notice, Preview, Progress, Saved, Started, Validation,  # noqa: F401 - re-exported
                      budget_fraction)
@@ -39,6 +41,9 @@ OBJECT_LOSS_WEIGHT = 1.0  # weight of the objects head's loss beside the class c
 # held-out IoU at or above this says nothing more: sparse strokes away from edges are all right long
 # before the boundaries are; from then on the held-out loss is the signal shown and used for keeping
 SATURATED_IOU = 0.99
+PLATEAU = 6  # continuous training: validations without improvement before the learning rate halves
+MIN_LR_SCALE = 1 / 8  # ... down to this fraction of the learning rate
+OPEN_ENDED_STEPS = 1000  # continuous training: the "budget" the unlabelled-pixel terms ramp up over
 
 
 @dataclass
@@ -131,7 +136,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
           init: Model | str | None = None, channel_axis=None, from_instances: bool = False,
           objects: bool | None = None, out=None,
           preview: PreviewSource | None = None, preview_every: float = PREVIEW_EVERY,
-          should_stop: Callable[[], bool] | None = None, record: dict | None = None
+          should_stop: Callable[[], bool] | None = None, record: dict | None = None,
+          annotations: AnnotationSource | None = None, poll_every: float = 1.0
           ) -> Generator[object, None, TrainResult]:
     """Train a U-Net on images and annotations (0 ignored, 1 background, 2.. classes).
 
@@ -144,6 +150,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     ``objects``: annotations hold one value per object (0 ignored, 1 background, 2.. objects; with
     ``from_instances`` an instance mask) and the model learns to separate them (core/objects.py);
     None: as the initial model or ``model_config`` (``object_head``).
+    ``annotations``: an annotation source (:mod:`napari_unet.core.live`) polled every ``poll_every``
+    seconds; changed annotations are swapped in (new strokes favoured, validation split redrawn).
+    With ``train_config.continuous`` training runs until ``should_stop()`` (or a given budget).
     """
     tc = train_config or TrainConfig()
     if not isinstance(images, (list, tuple)):
@@ -180,6 +189,13 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     if model is None:
         mc = mc.replace(in_channels=samples[0].image.shape[0], class_names=_class_names(n_classes, mc.class_names))
         model = Model.new(mc, seed=tc.seed)
+    # intensity statistics of the training images (merged with earlier runs'): prediction warns when an
+    # image lies far outside them. A new dict: a Model passed in by the caller is never altered.
+    axes = channel_axis if isinstance(channel_axis, (list, tuple)) else [channel_axis] * len(images)
+    stats = merge_statistics(model.meta.get("image_stats"),
+                             [image_statistics(im, ax, mc.norm_low, mc.norm_high) for im, ax in zip(images, axes)])
+    model = Model(net=model.net, config=mc, patch_size=model.patch_size, history=model.history,
+                  meta={**model.meta, "image_stats": stats})
     fmt = memory_format_for(mc.ndim, device)
     net = model.net.to(device, memory_format=fmt).train()
 
@@ -231,6 +247,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     dev_name = describe(device)
     run_record["versions"]["device"] = dev_name
     yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
+    for msg in few_painted([s.labels for s in samples], mc.class_names):  # sample labels are classes (objects too)
+        yield Notice(msg)
 
     # --- state
     start = time.perf_counter()
@@ -244,6 +262,11 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     warmup = 20
     bad_steps = 0
     stopped = False
+    lr_scale, stall, warned, since = 1.0, 0, set(), 0  # since: validations before it used another held-out set
+    live = None if annotations is None else LiveAnnotations(
+        annotations, images, labels, ndim=mc.ndim, in_channels=mc.in_channels, channel_axis=channel_axis,
+        norm_low=mc.norm_low, norm_high=mc.norm_high, from_instances=from_instances, n_classes=mc.n_classes,
+        train_config=tc, poll_every=poll_every, objects=objects)
 
     def session(n_steps: int, kept: str) -> dict:
         kept_losses, every = thin_losses(losses)
@@ -283,11 +306,25 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 stopped = True
                 yield Notice(f"Stopped by the user after {step} steps.")
                 break
+            changed = live.poll(step, patch) if live is not None else None
+            if changed is not None:
+                yield changed
+                if isinstance(changed, AnnotationsChanged):  # new data, new held-out set: scores start over
+                    samples, train_samples, sampler, val_regions = (live.data.samples, live.train_samples,
+                                                                    live.sampler, live.val_regions)
+                    validator = (_Validator(live.val_samples, val_regions, tuple(p // 4 for p in patch),
+                                            mc.n_classes) if val_regions else None)
+                    class_weight = _class_weights([s.labels for s in train_samples], mc.n_classes,
+                                                  tc.class_balance).to(device)
+                    best_score, stall, lr_scale, since = None, 0, 1.0, len(history_run)  # earlier best kept until
+                    warned.discard("worsening")
+                    run_record["inputs"]["annotation_edits"] = run_record["inputs"].get("annotation_edits", 0) + 1
             x, y, t = sampler.batch(batch_size)
             xt = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=fmt)
             yt = torch.from_numpy(y - 1).to(device, non_blocking=True)  # 0 (ignored) -> -1
-            lr = tc.lr * min(1.0, (step + 1) / warmup)
-            if tc.schedule == "cosine":  # decays to 5 % by the end of the budget: a settled final model
+            lr = tc.lr * min(1.0, (step + 1) / warmup) * lr_scale
+            # no cosine over an open-ended run: constant, halved on plateaus (lr_scale) instead
+            if tc.schedule == "cosine" and not tc.continuous:  # decays to 5 % by the end of the budget
                 frac = budget_fraction(step, tc.steps, elapsed, tc.time_budget)
                 lr *= 0.05 + 0.95 * 0.5 * (1 + np.cos(np.pi * frac))
             for g in opt.param_groups:
@@ -301,7 +338,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                     tt = torch.from_numpy(t).to(device, non_blocking=True)
                     loss = loss + OBJECT_LOSS_WEIGHT * _object_loss(logits, mc.n_classes, tt, yt)
                 if unlabelled:
-                    frac = budget_fraction(step, tc.steps, elapsed, tc.time_budget)
+                    frac = (budget_fraction(step, tc.steps, elapsed, tc.time_budget) if not tc.continuous
+                            else min(1.0, step / OPEN_ENDED_STEPS))  # no budget: ramp over a nominal run
                     ramp = min(1.0, frac / tc.unlabelled_rampup) if tc.unlabelled_rampup > 0 else 1.0
                     teacher = eval_net if eval_net is not net else None
                     loss = loss + unlabelled_terms(tc, class_logits, xt, yt, teacher, amp_ctx, ramp, class_weight, gen)
@@ -343,20 +381,35 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             losses.append(lval)
             loss_avg = lval if loss_avg is None else 0.9 * loss_avg + 0.1 * lval
             if eval_net is not net:
-                _ema_update(eval_net, net, min(tc.ema_decay, (1 + step) / (10 + step)))
+                fresh = live is not None and step < live.fresh_until  # new strokes show in the preview quickly
+                _ema_update(eval_net, net, min(tc.ema_decay, (1 + step) / (10 + step), 0.9 if fresh else 1.0))
             step += 1
             now = time.perf_counter()
             yield Progress(step, tc.steps, lval, now - start, tc.time_budget)
             if validator is not None and step % tc.validate_every == 0:
-                yield do_validation()
+                v = do_validation()
+                yield v
+                stall = 0 if v.improved else stall + 1
+                if tc.continuous and stall >= PLATEAU and lr_scale > MIN_LR_SCALE:
+                    lr_scale, stall = lr_scale / 2, 0
+                    yield Notice(f"Held-out validation stalled: learning rate lowered to {tc.lr * lr_scale:.2g}.")
+                alarm = validation_worsening(history_run[since:], use_loss=v.saturated)
+                if alarm and "worsening" not in warned:
+                    warned.add("worsening")
+                    yield Notice(alarm[0])
             if preview is not None and now - last_preview >= preview_every:
                 req = preview()
                 if req is not None:
                     key, img, ax, pct = req
                     probs = yield from predict_iter(eval_model, img, channel_axis=ax, percentiles=pct,
-                                                    config=PredictConfig(device=str(device), amp=tc.amp))
+                                                    config=PredictConfig(device=str(device), amp=tc.amp),
+                                                    check_image=False)
                     net.train()  # a no-op with averaged weights; without, the preview switched net to eval
                     yield Preview(step, key, probs)
+                    alarm = one_class(probs, mc.class_names) if step >= 4 * warmup else []
+                    if alarm and "one class" not in warned:
+                        warned.add("one class")
+                        yield Notice(alarm[0])
                 last_preview = time.perf_counter()
             if out is not None and now - last_save >= tc.autosave_every and step > 0:
                 try:

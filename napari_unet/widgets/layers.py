@@ -159,6 +159,19 @@ def write_probabilities(viewer, image: Image, probs: np.ndarray, class_names, ke
         layer.refresh()
 
 
+def write_plane(viewer, image: Image, name: str, data: np.ndarray, key: tuple = (), **style) -> Image:
+    """An Image layer ``name`` over ``image``: the whole of it (``key`` ()), or one plane of a stack."""
+    if not key:
+        return _upsert_image(viewer, name, data, image, **style)
+    shape = spatial_shape(image)
+    layer = viewer.layers[name] if name in viewer.layers else None
+    if layer is None or layer.data.shape != shape:
+        layer = _upsert_image(viewer, name, np.zeros(shape, np.float32), image, **style)
+    layer.data[key] = data
+    layer.refresh()
+    return layer
+
+
 def write_prediction(viewer, image: Image, labels: np.ndarray, class_names) -> Labels:
     """The argmax ``Labels`` layer (1 = background, shown transparent; classes in the prediction
     palette, never the annotation colours), reused by name."""

@@ -16,6 +16,7 @@ from .review_panel import ReviewPanel
 from .session import Session, State  # noqa: F401 - State re-exported for tests and scripts
 from .status_panel import StatusPanel
 from .train_panel import TrainPanel
+from .where_panel import WherePanel
 from .workers import run_in_thread
 
 
@@ -43,11 +44,13 @@ class UNetWidget(QWidget):
         self.review = ReviewPanel(napari_viewer, self.session, self.annotate)
         self.model_panel = ModelPanel(self.session, device=lambda: self.training.device.value)
         self.status = StatusPanel(self.session)
+        self.where = WherePanel(napari_viewer, self.session, self.annotate)
         self.sections = {
             "annotate": _section("1. Annotate", self.annotate),
             "train": _section("2. Train", self.training),
             "review": _section("3. Review and correct", self.review),
             "model": _section("4. Model", self.model_panel),
+            "where": _section("5. Where to annotate next", self.where, expanded=False),
         }
         body = QWidget()
         inner = QVBoxLayout(body)

@@ -27,12 +27,18 @@ from ..core.checkpoint import check_model_target, load_model, save_model
 from ..core.data import ImageView, compute_percentiles
 from ..core.device import get_device
 from ..core.inference import to_labels
+from ..core.live import AnnotationMailbox
 from ..core.metrics import agreement
 from ..core.util import drain
 from ..errors import UserError
 from .workers import WorkerError, predict_many
 
 GUI_THREADS = max(1, (os.cpu_count() or 2) - 1)  # leave a core to napari's event loop
+
+
+def default_autosave_dir() -> str:
+    """Where GUI training autosaves the model unless the user picks another folder."""
+    return os.environ.get("NAPARI_UNET_AUTOSAVE") or os.path.join(os.path.expanduser("~"), ".napari-unet", "autosave")
 MAX_3D_PREVIEW_VOXELS = 8_000_000
 
 
@@ -127,6 +133,9 @@ class Session:
         self._preview = None  # (source copy, channel axis, percentiles, ndim) while training
         self._request = None  # read by the worker: (key, array, axis, percentiles) or None
         self._stop = threading.Event()
+        self.mailbox: AnnotationMailbox | None = None  # continuous training: annotation copies for the worker
+        self.training_names: list[str] = []  # image names of the running training, in its order
+        self.autosave_dir: str | None = default_autosave_dir()  # None or "": no autosave
         self._worker = None
         self._result = None
         self._failed = False
@@ -188,8 +197,13 @@ class Session:
     # ------------------------------------------------------------------ training
     def start_training(self, inputs: list[TrainInput], names: tuple[str, ...], *, ndim: int = 2, device: str = "auto",
                        time_budget: float = TrainConfig().time_budget, from_instances: bool = False,
-                       preview: bool = True, view_step: tuple[int, ...] = ()) -> tuple[str, ...] | None:
-        """Start training on ``inputs``; returns the class names used (None when busy)."""
+                       preview: bool = True, view_step: tuple[int, ...] = (), continuous: bool = False
+                       ) -> tuple[str, ...] | None:
+        """Start training on ``inputs``; returns the class names used (None when busy).
+
+        ``continuous``: train until Stop; :meth:`annotations_edited` hands changed annotations to the
+        running training. The model is autosaved into ``autosave_dir`` (when set) during training.
+        """
         if self.state.busy:
             return None
         if not from_instances:
@@ -202,6 +216,10 @@ class Session:
             self.model_info = describe_model(self.model)
             self.model_changed.emit(self.model)
         tc = self.train_config(time_budget, device)
+        if continuous:  # open-ended: Stop ends it (a budget would cut the user off mid-stroke)
+            tc = tc.replace(continuous=True, time_budget=None)
+        self.mailbox = AnnotationMailbox() if continuous else None
+        self.training_names = [i.name for i in inputs]
         self.record_rounds(inputs)
         first = inputs[0]
         norm = self.model.config if self.model is not None else mc
@@ -218,7 +236,8 @@ class Session:
         self._run(T.train, [i.image for i in inputs], [i.labels for i in inputs], model_config=mc, train_config=tc,
                   init=self.model, channel_axis=[i.channel_axis for i in inputs], from_instances=from_instances,
                   preview=self.preview_request if preview else None, preview_every=self.preview_every,
-                  should_stop=self._stop.is_set)
+                  should_stop=self._stop.is_set, annotations=self.mailbox, out=self.autosave_dir or None,
+                  record={"rounds": [dict(r) for r in self.rounds]})  # rounds go into the model's history
         return names
 
     def update_preview(self, current_step: tuple[int, ...]) -> None:
@@ -235,6 +254,14 @@ class Session:
         step = tuple(current_step)[-len(sp):] if len(current_step) >= len(sp) else (0,) * len(sp)
         key = tuple(int(min(max(s, 0), n - 1)) for s, n in zip(step[:lead], sp[:lead]))
         self._request = (key, img[key], ax, pct)
+
+    def annotations_edited(self, name: str, labels) -> bool:
+        """The user changed the annotations of image ``name`` (main thread): hand a copy to the running
+        continuous training. Returns whether it was handed over."""
+        if self.mailbox is None or self.state != State.TRAINING or name not in self.training_names:
+            return False
+        self.mailbox.put(self.training_names.index(name), labels)  # copies, here on the main thread
+        return True
 
     def preview_request(self):
         return self._request  # called by the worker
@@ -329,7 +356,7 @@ class Session:
 
     def _on_finished(self) -> None:
         self._worker = None
-        self._preview = self._request = None
+        self._preview = self._request = self.mailbox = None
         if self.closed:
             return
         self.set_state(State.FAILED if self._failed else State.IDLE)

@@ -22,7 +22,7 @@ class StatusPanel(QWidget):
         self.label.setWordWrap(True)
         self.activity: progress | None = None  # the same progress in napari's activity dock
         self._device = ""
-        self._saturated = False
+        self._saturated, self._saved, self._edits = False, "", ""
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.progress.native)
@@ -45,29 +45,42 @@ class StatusPanel(QWidget):
         if state in (State.TRAINING, State.PREDICTING):
             desc = "U-Net training" if state == State.TRAINING else "U-Net prediction"
             self.activity = progress(total=STEPS, desc=desc)
+            self.progress.max = STEPS  # a keep-training run before may have left it busy
             self.progress.value = 0
             self.label.setText("Starting training..." if state == State.TRAINING else "Predicting...")
         elif state == State.STOPPING:
             self.label.setText("Stopping after this step; the weights are kept.")
+        elif not state.busy:
+            self.progress.max = STEPS
 
     def _on_event(self, ev):
         if isinstance(ev, E.Started):
-            self._device, self._saturated = ev.device, False
+            self._device, self._saturated, self._saved, self._edits = ev.device, False, "", ""
             self.label.setText(f"Training on {ev.device}" + (" (continuing)" if ev.warm_start else ""))
         elif isinstance(ev, E.Progress):
+            open_ended = not ev.time_budget and not ev.steps  # keep training: a busy bar, no fraction
+            if self.progress.max != (0 if open_ended else STEPS):
+                self.progress.max = 0 if open_ended else STEPS
             self.set_progress(ev.fraction)
-            self.label.setText(f"{self._device}: step {ev.step}, {ev.elapsed:.0f} / {ev.time_budget or 0:.0f} s, "
-                               f"loss {ev.loss:.3f}" + ("; held-out IoU saturated" if self._saturated else ""))
+            secs = (f"{ev.elapsed:.0f} / {ev.time_budget:.0f} s" if ev.time_budget else
+                    f"{ev.elapsed:.0f} s" + ("" if ev.steps else " (until Stop)"))
+            self.label.setText(f"{self._device}: step {ev.step}, {secs}, loss {ev.loss:.3f}"
+                               + ("; held-out IoU saturated" if self._saturated else "") + self._edits + self._saved)
         elif isinstance(ev, E.Validation):
             self.label.setToolTip("The held-out IoU is saturated: the held-out annotations are all right, which "
                                   "says nothing more about quality; annotate harder places." if ev.saturated else "")
             self._saturated = ev.saturated
         elif isinstance(ev, E.PredictProgress) and self.session.state == State.PREDICTING:  # not a preview's
             self.set_progress(ev.done / max(ev.total, 1))
+        elif isinstance(ev, E.Saved):
+            self._saved = f"; saved in {ev.path}"
+        elif isinstance(ev, E.AnnotationsChanged):
+            self._edits = f"; your edits in use since step {ev.step}"
         elif isinstance(ev, E.Notice):
             show_info(ev.message)
 
     def _on_trained(self, result):
+        self.progress.max = STEPS
         self.progress.value = STEPS
         self.label.setText(f"Trained {result.steps} steps in {result.seconds:.0f} s on {result.device}.")
         self.label.setToolTip(f"kept {result.kept}")  # also in the model section
