@@ -326,6 +326,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_options(pr)
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="test-time augmentation: average over flips and 90-degree rotations")
+    pr.add_argument("--time-axis", type=int, default=None,
+                    help="axis of the image holding time points, predicted one after another (e.g. 0 for TZYX "
+                         "with a 3D model)")
     common(pr)
     pr.set_defaults(func=cmd_predict)
 

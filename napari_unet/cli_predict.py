@@ -95,6 +95,16 @@ def predict_file(model, image_path, out, labels_out, args, on_event, object_path
     voxel = info.voxel_size if info.voxel_size and len(info.voxel_size) == len(spatial) else None
     with Outputs(out, labels_out, n_classes=model.config.n_classes, spatial=spatial, voxel_size=voxel,
                  unit=info.unit, model_ndim=model.config.ndim) as outputs:
+        if getattr(args, "time_axis", None) is not None:  # a 3D model on TZYX: time point after time point
+            from .core.inference import predict_time_iter
+
+            if args.scheduler:
+                raise UserError("--time-axis runs on one machine; drop --scheduler for it.")
+            probs = drain(predict_time_iter(model, info.array, time_axis=args.time_axis, channel_axis=channel_axis,
+                                            config=cfg, name=f"'{image_path}'"), on_event)
+            outputs(tuple(slice(0, n) for n in spatial), probs)
+            outputs.commit()
+            return f"wrote {outputs.describe()}"
         if any(p is not None for p in object_paths):
             if args.scheduler:
                 raise UserError("--instances-out/--measurements-out run on one machine; drop --scheduler for them.")

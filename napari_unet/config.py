@@ -78,6 +78,8 @@ class ModelConfig(_DictMixin):
     # objects mode: "distance" adds one output channel, each object's normalised distance transform
     # (core.objects); "none": semantic classes only. Old model folders lack the field: "none".
     object_head: ObjectHead = "none"
+    # the input channels' names in order (the image layers they came from); () = unnamed (old folders)
+    channel_names: tuple[str, ...] = ()
 
     def __post_init__(self):
         _check(self.ndim in (2, 3), f"ndim must be 2 or 3, got {self.ndim!r}.")
@@ -95,6 +97,10 @@ class ModelConfig(_DictMixin):
                "norm_low/norm_high must be percentiles with 0 <= low < high <= 100.")
         _check(self.object_head in OBJECT_HEADS,
                f"object_head must be one of {OBJECT_HEADS}, got {self.object_head!r}.")
+        _check(isinstance(self.channel_names, tuple) and all(isinstance(c, str) for c in self.channel_names)
+               and len(self.channel_names) in (0, self.in_channels),
+               f"channel_names must name each of the {self.in_channels} input channel(s) or be empty, "
+               f"got {self.channel_names!r}.")
 
     @property
     def n_classes(self) -> int:

@@ -185,7 +185,8 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
                  norm_high: float, from_instances: bool = False, objects: bool = False) -> list[Sample]:
     """Pair, check and normalise images and annotations.
 
-    2D models split stacks into planes and keep the annotated planes only; 3D models take ZYX.
+    2D models split stacks into planes and keep the annotated planes only; 3D models take ZYX, or the
+    annotated time points of TZYX.
     ``objects``: annotations hold one value per object (see core/objects.py); the samples get
     semantic labels (1 background, 2 object) and the objects head's targets.
     """
@@ -217,21 +218,21 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
             raise UserError(f"Image {i + 1} has {view.n_channels} channel(s) but the model expects "
                             f"{in_channels}; pick matching images or start a new model.")
         sp = len(view.spatial_shape)
-        if ndim == 3 and sp != 3:
-            raise UserError(f"A 3D model needs ZYX images; image {i + 1} has {sp} spatial axes "
-                            f"{view.spatial_shape}. Use a 2D model for this image.")
+        if ndim == 3 and sp not in (3, 4):
+            raise UserError(f"A 3D model needs ZYX images (or TZYX time-lapses); image {i + 1} has {sp} spatial "
+                            f"axes {view.spatial_shape}. Use a 2D model for this image.")
         if ndim == 2 and sp > 4:
             raise UserError(f"Image {i + 1} has {sp} spatial axes; at most 4 (e.g. TZYX) are supported.")
         pct = compute_percentiles(view, norm_low, norm_high)
-        if ndim == 3:
+        if ndim == 3 and sp == 3:
             samples.append(_sample(normalize(view.read((slice(None),) * 3), pct), lab, objects))
             continue
-        lead = view.spatial_shape[:-2]
+        lead = view.spatial_shape[:-ndim]  # 2D: planes of stacks; 3D: the time points of TZYX
         for idx in np.ndindex(*lead) if lead else [()]:
             plane_lab = lab[idx]
             if not plane_lab.any():
                 continue
-            plane = view.read(tuple(int(j) for j in idx) + (slice(None), slice(None)))
+            plane = view.read(tuple(int(j) for j in idx) + (slice(None),) * ndim)
             samples.append(_sample(normalize(plane, pct), plane_lab, objects))
     return samples
 

@@ -58,7 +58,8 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
                         f"{mc.in_channels}; set the channel axis correctly or use a matching model.")
     sp = view.spatial_shape
     if mc.ndim == 3 and len(sp) != 3:
-        raise UserError(f"This 3D model needs a ZYX image; the image has spatial shape {sp}.")
+        raise UserError(f"This 3D model needs a ZYX image; the image has spatial shape {sp}"
+                        + (" (a time-lapse: give its time axis, e.g. --time-axis 0)." if len(sp) == 4 else "."))
     if mc.ndim == 2 and len(sp) > 4:
         raise UserError(f"The image has {len(sp)} spatial axes; a 2D model takes at most 4 (e.g. TZYX).")
     if percentiles is None:
@@ -161,6 +162,43 @@ def _plane_sink(write, idx: tuple):
         write(lead + tuple(region), block.reshape(block.shape[:1] + (1,) * len(idx) + block.shape[1:]))
 
     return plane_write
+
+
+def predict_time_iter(model: Model, image, *, time_axis: int, channel_axis: int | None = None,
+                      name: str = "the image", **kwargs) -> Generator[PredictProgress, None, np.ndarray]:
+    """:func:`predict_iter` on every time point of ``image`` (e.g. a 3D model on TZYX), one after another.
+
+    ``time_axis`` indexes ``image``'s axes (channels included). Returns ``(n_classes, *spatial)`` with T in place;
+    progress counts over all time points. Percentiles come from the whole series, so every time point
+    is normalised alike (as a 2D model normalises a stack).
+    """
+    shape = tuple(int(s) for s in image.shape)
+    if not -len(shape) <= time_axis < len(shape) or (channel_axis is not None
+                                                    and time_axis % len(shape) == channel_axis % len(shape)):
+        raise UserError(f"Time axis {time_axis} does not exist in {name} of shape {shape} (channels on axis "
+                        f"{channel_axis}); give the axis that holds the time points, or none.")
+    t_ax = time_axis % len(shape)
+    ax = None if channel_axis is None else channel_axis % len(shape)
+    ax_t = None if ax is None else ax - (ax > t_ax)  # the channel axis once a time point is taken
+    if kwargs.get("percentiles") is None:
+        mc = model.config
+        kwargs["percentiles"] = compute_percentiles(ImageView(image, ax), mc.norm_low, mc.norm_high)
+    n = shape[t_ax]
+    out = None
+    for t in range(n):
+        gen = predict_iter(model, image[(slice(None),) * t_ax + (t,)], channel_axis=ax_t, **kwargs)
+        while True:
+            try:
+                ev = next(gen)
+            except StopIteration as stop:
+                probs = stop.value
+                break
+            yield PredictProgress(t * ev.total + ev.done, n * ev.total) if isinstance(ev, PredictProgress) else ev
+        if out is None:
+            out = np.zeros((probs.shape[0], n) + probs.shape[1:], np.float32)
+        out[:, t] = probs
+    # the time axis where it sits among the image's spatial axes, so the output matches the annotations
+    return np.moveaxis(out, 1, 1 + t_ax - (ax is not None and ax < t_ax))
 
 
 def _offset(gen, planes, done_planes):

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import CheckBox, Container, LineEdit, PushButton, create_widget
+from magicgui.widgets import CheckBox, Container, LineEdit, PushButton, Select, create_widget
 from napari.layers import Image, Labels
 from napari.utils.notifications import show_info
-from qtpy.QtWidgets import QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..config import ModelConfig
 from ..errors import UserError
 from . import layers as L
-from .session import TrainInput, parse_class_names
+from .session import PredictInput, TrainInput, parse_class_names, snapshot, training_summary
 
 
 class AnnotatePanel(QWidget):
@@ -21,6 +21,12 @@ class AnnotatePanel(QWidget):
         # layer pickers as napari users know them: napari keeps their choices in sync with the layer list
         self.image = create_widget(annotation="napari.layers.Image", label="image")
         self.labels = create_widget(annotation="napari.layers.Labels", label="annotations")
+        # several single-channel layers (napari opens a channel_axis file as one layer per channel) as one input
+        self.channels = Select(choices=self._channel_choices, label="channels", allow_multiple=True)
+        self.channels.tooltip = ("Ctrl+click two or more image layers to use them together as channels, in the "
+                                 "order of the layer list (the first one holds the annotations). None or one: the "
+                                 "image alone (RGB, or a layer with a 'c' axis, keeps its own channels).")
+        self.channels.native.setMaximumHeight(64)  # a few rows, scrolling: the dock fits a 768 px screen
         self.new_layer = PushButton(text="New annotation layer")
         self.classes = LineEdit(value=", ".join(ModelConfig().class_names), label="classes")
         self.classes.tooltip = ("Class names in label order: label 1 = first name (background), label 2 = second, "
@@ -32,11 +38,16 @@ class AnnotatePanel(QWidget):
         self.all_pairs.tooltip = "Train on every open image that has an annotation layer with painted pixels."
         options = Container(widgets=[self.instances, self.all_pairs], layout="horizontal", labels=False)
         options.margins = (0, 0, 0, 0)
-        self.form = Container(widgets=[self.image, self.labels, self.new_layer, self.classes, options])
+        self.form = Container(widgets=[self.image, self.channels, self.labels, self.new_layer, self.classes, options])
         self.form.margins = (0, 0, 0, 0)
+        self.summary = QLabel()  # what the last Train used: images and annotated pixels per class
+        self.summary.setWordWrap(True)
+        self.summary.setVisible(False)
         QVBoxLayout(self).addWidget(self.form.native)
+        self.layout().addWidget(self.summary)
         self.layout().setContentsMargins(0, 0, 0, 0)
         self.image.changed.connect(self._on_image_changed)
+        self.channels.changed.connect(self._on_channels)
         self.classes.changed.connect(self._on_classes)
         self.new_layer.changed.connect(lambda *_: session.guard(self.new_annotations))
         session.model_changed.connect(self._on_model)
@@ -48,6 +59,23 @@ class AnnotatePanel(QWidget):
         ann = L.find_annotations(self.viewer, img) if img is not None else None
         if ann is not None:
             self.labels.value = ann
+
+    def _channel_choices(self, _widget=None):
+        viewer = getattr(self, "viewer", None)
+        if viewer is None:
+            return []
+        return [(lay.name, lay) for lay in viewer.layers if isinstance(lay, Image) and not L.is_output(lay)]
+
+    def _on_channels(self, chans):
+        chans = self.channel_layers()
+        if len(chans) > 1 and self.image.value is not chans[0]:
+            self.image.value = chans[0]  # the first channel carries the annotations and the outputs
+
+    def channel_layers(self) -> list[Image]:
+        """The picked channel layers in layer-list order; [] when fewer than two (the image alone)."""
+        picked = [lay for lay in self.channels.value if lay in self.viewer.layers]
+        picked.sort(key=self.viewer.layers.index)
+        return picked if len(picked) > 1 else []
 
     def _on_classes(self, text):
         """Hovering the annotations shows the names as typed (an invalid list waits for the next action)."""
@@ -79,6 +107,9 @@ class AnnotatePanel(QWidget):
 
     def pairs(self) -> list[tuple[Image, Labels]]:
         if self.all_pairs.value:
+            if self.channel_layers():
+                raise UserError("'all annotated images' takes each image alone; clear the channels selection, "
+                                "or train the multi-channel image without 'all annotated images'.")
             pairs = L.annotated_pairs(self.viewer)
             if not pairs:
                 raise UserError("No image has an annotation layer with painted pixels; paint first.")
@@ -91,13 +122,61 @@ class AnnotatePanel(QWidget):
         if tuple(ann.data.shape) != L.spatial_shape(img):
             raise UserError(f"The annotations '{ann.name}' have shape {tuple(ann.data.shape)} but the image "
                             f"'{img.name}' has {L.spatial_shape(img)}; pick matching layers.")
+        ann.metadata.setdefault(L.LINK_KEY, img.name)  # picked together: linked for 'all annotated images'
         return [(img, ann)]
 
+    def train_inputs(self, pairs) -> list[TrainInput]:
+        """Copies of the images (channels last) and annotations, made here on the main thread for the worker."""
+        chans = self.channel_layers()
+        out = []
+        for img, ann in pairs:
+            if chans and img is chans[0]:
+                data, ax, names = L.stack_channels(chans), -1, tuple(c.name for c in chans)
+            else:
+                data, ax, names = np.array(L.image_data(img), copy=True), L.channel_axis(img), ()
+                if ax is not None:  # channels last: planes and time points index the leading axes
+                    data, ax = np.moveaxis(data, ax, -1), -1
+            out.append(TrainInput(img.name, data, np.array(ann.data, copy=True), ax, names))
+        self.summary.setText(training_summary(out, self.class_names()))
+        self.summary.setVisible(True)
+        return out
+
+    def predict_input(self, img: Image, model) -> tuple[PredictInput, str | None]:
+        """What the model reads for ``img``, and a notice when the channels were matched by order."""
+        need, names = model.config.in_channels, model.config.channel_names
+        own = L.channel_axis(img)
+        if need == 1 or own is not None:
+            have = 1 if own is None else img.data.shape[own]
+            if have != need:
+                raise UserError(f"The model takes {need} channel(s) but '{img.name}' has {have}; "
+                                + (f"pick {need} layers under 'channels'." if have == 1 else "use a matching model."))
+            data = snapshot(L.image_data(img))
+            return PredictInput(img.name, data, own, self._time_axis(img, model)), None
+        layers = {lay.name: lay for lay in self.viewer.layers if isinstance(lay, Image)}
+        notice = None
+        if names and all(n in layers for n in names) and img.name in names:
+            chans = [layers[n] for n in names]  # by name: the layers the model learnt from
+        else:
+            chans = self.channel_layers()
+            if img not in chans or len(chans) != need:
+                picked = ", ".join(f"'{c.name}'" for c in chans) or f"'{img.name}' alone"
+                raise UserError(f"The model takes {need} channels ({', '.join(names) or 'unnamed'}) but {picked} "
+                                f"{'is' if not chans else 'are'} picked; select {need} layers under 'channels'.")
+            if names:
+                notice = ("Channels matched by order: " + ", ".join(f"{c.name} as {n}" for c, n in zip(chans, names))
+                          + ".")
+        return PredictInput(chans[0].name, L.stack_channels(chans), -1, self._time_axis(chans[0], model)), notice
+
     @staticmethod
-    def train_inputs(pairs) -> list[TrainInput]:
-        """Copies of the images and annotations, made here on the main thread for the worker."""
-        return [TrainInput(img.name, np.array(L.image_data(img), copy=True), np.array(ann.data, copy=True),
-                           L.channel_axis(img)) for img, ann in pairs]
+    def _time_axis(img: Image, model) -> int | None:
+        """A 3D model takes a time series one time point after another (the axis labelled t, else the first)."""
+        if model.config.ndim != 3 or len(L.spatial_shape(img)) != 4:
+            return None
+        t = L.time_axis(img)
+        if t is None:
+            ax = L.channel_axis(img)
+            t = 1 if ax is not None and ax % img.data.ndim == 0 else 0
+        return t
 
     def show_class_names(self, names, pairs=None) -> None:
         """The names in use, in the field and on the annotation layers (hover shows them)."""

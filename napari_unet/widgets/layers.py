@@ -10,6 +10,7 @@ from napari.layers import Image, Labels
 from napari.utils.colormaps import Colormap, DirectLabelColormap, ensure_colormap
 
 from .._colors import label_color_dict
+from ..errors import UserError
 
 # perceptual maps (brightness grows with probability), drawn translucent so the image shows through
 PROB_COLORMAPS = ["magma", "viridis", "cividis", "inferno", "plasma"]
@@ -44,14 +45,49 @@ def name_classes(layer: Labels, class_names) -> None:
     layer.features = class_features(class_names)
 
 
+CHANNEL_LABELS = ("c", "ch", "channel", "channels")
+TIME_LABELS = ("t", "time")
+
+
+def _labelled_axis(layer: Image, names) -> int | None:
+    labels = [str(a).lower() for a in getattr(layer, "axis_labels", ())]
+    hits = [i for i, a in enumerate(labels) if a in names]
+    return hits[0] if hits else None
+
+
 def channel_axis(layer: Image) -> int | None:
-    """The channel axis of an image layer's data: RGB(A) layers have it last; others have none."""
-    return -1 if layer.rgb else None
+    """The channel axis of an image layer's data: RGB(A) layers have it last; else an axis labelled c/C."""
+    return -1 if layer.rgb else _labelled_axis(layer, CHANNEL_LABELS)
+
+
+def time_axis(layer: Image) -> int | None:
+    """The axis of the layer's data labelled t/T (time points), if any."""
+    return _labelled_axis(layer, TIME_LABELS)
 
 
 def spatial_shape(layer: Image) -> tuple[int, ...]:
     shape = tuple(layer.data.shape)
-    return shape[:-1] if layer.rgb else shape
+    ax = channel_axis(layer)
+    return shape if ax is None else tuple(s for i, s in enumerate(shape) if i != ax % len(shape))
+
+
+def stack_channels(layers) -> np.ndarray:
+    """A copy of the image layers stacked as channels on the last axis, after checking that they fit.
+
+    The worker reads this copy; the layers stay as they are.
+    """
+    first = layers[0]
+    for lay in layers:
+        if lay.rgb or channel_axis(lay) is not None:
+            raise UserError(f"'{lay.name}' has channels of its own; pick it alone, or pick single-channel layers "
+                            "as channels.")
+        if tuple(lay.data.shape) != tuple(first.data.shape):
+            raise UserError(f"Channel layers '{first.name}' {tuple(first.data.shape)} and '{lay.name}' "
+                            f"{tuple(lay.data.shape)} differ in shape; pick layers of the same image.")
+        if not np.allclose(lay.scale, first.scale) or not np.allclose(lay.translate, first.translate):
+            raise UserError(f"Channel layers '{first.name}' and '{lay.name}' differ in scale or position; pick "
+                            "aligned channels of the same image.")
+    return np.stack([np.asarray(image_data(lay)) for lay in layers], axis=-1)
 
 
 def annotation_name(image: Image) -> str:
@@ -67,8 +103,11 @@ def prediction_name(image_name: str) -> str:
 
 
 def _same_frame(src: Image, dims: int) -> dict:
-    """Spatial scale and translate of ``src`` for a layer with ``dims`` dimensions."""
-    return {"scale": tuple(src.scale[-dims:]), "translate": tuple(src.translate[-dims:])}
+    """Spatial scale and translate of ``src`` (its channel axis left out) for a layer with ``dims`` dimensions."""
+    ax = None if src.rgb else channel_axis(src)
+    keep = [i for i in range(src.ndim) if ax is None or i != ax % src.ndim]
+    return {"scale": tuple(np.asarray(src.scale)[keep][-dims:]),
+            "translate": tuple(np.asarray(src.translate)[keep][-dims:])}
 
 
 def add_annotation_layer(viewer, image: Image, class_names) -> Labels:

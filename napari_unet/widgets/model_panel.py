@@ -8,6 +8,7 @@ from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QFileDialog, QLabel, QMessageBox, QVBoxLayout, QWidget
 
 from ..core.checkpoint import is_model_folder
+from ..errors import UserError
 
 
 def ask_replace(parent, folder) -> bool:
@@ -26,7 +27,12 @@ class ModelPanel(QWidget):
         self.ask_replace = ask_replace  # tests replace the question with an answer
         self.save_btn = PushButton(text="Save model...")
         self.load_btn = PushButton(text="Load model...")
-        row = Container(widgets=[self.save_btn, self.load_btn], layout="horizontal", labels=False)
+        self.export_btn = PushButton(text="Export...")
+        self.export_btn.tooltip = "Write a bioimage.io model package (.zip) for other tools (deepImageJ, ilastik...)"
+        self.report_btn = PushButton(text="Report...")
+        self.report_btn.tooltip = "Write an HTML report of the model: settings, training curve, rounds of correction"
+        row = Container(widgets=[self.save_btn, self.load_btn, self.export_btn, self.report_btn], layout="horizontal",
+                        labels=False)
         row.margins = (0, 0, 0, 0)
         self.info = QLabel()  # a QLabel: wraps and lets the user select the text
         self.info.setWordWrap(True)
@@ -37,6 +43,10 @@ class ModelPanel(QWidget):
         lay.addWidget(self.info)
         self.save_btn.changed.connect(lambda *_: self._dialog(self.save_model, "Save model to folder"))
         self.load_btn.changed.connect(lambda *_: self._dialog(self.load_model, "Load model folder"))
+        self.export_btn.changed.connect(lambda *_: self._file_dialog(self.export_model, "Export bioimage.io package",
+                                                                     "model.zip", "bioimage.io package (*.zip)"))
+        self.report_btn.changed.connect(lambda *_: self._file_dialog(self.write_report, "Write model report",
+                                                                     "report.html", "HTML (*.html)"))
         session.model_changed.connect(self._on_model)
         session.state_changed.connect(self._on_state)
         self._on_model(session.model)
@@ -47,7 +57,41 @@ class ModelPanel(QWidget):
 
     def _on_state(self, state):
         self.load_btn.enabled = not state.busy
-        self.save_btn.enabled = not state.busy and self.session.model is not None
+        self.save_btn.enabled = self.export_btn.enabled = self.report_btn.enabled = \
+            not state.busy and self.session.model is not None
+
+    def _file_dialog(self, action, title, default, filters):
+        path, _ = QFileDialog.getSaveFileName(self, title, default, filters)
+        if path:
+            action(path)
+
+    def _need_model(self):
+        if self.session.model is None:
+            raise UserError("There is no model yet: train one or load a model folder first.")
+        return self.session.model
+
+    def export_model(self, path):
+        """Write a bioimage.io package; returns its path (None on failure, shown as an error)."""
+        def run():
+            from ..core.export import export_model  # imported on use: the bioimage.io spec loads slowly
+            return export_model(self._need_model(), path)
+
+        out = self.session.guard(run)
+        if out is not None:
+            show_info(f"Exported the model to {out}")
+        return out
+
+    def write_report(self, path):
+        """Write the HTML report with this session's rounds of correction; returns its path."""
+        def run():
+            from ..core.report import write_report
+            return write_report(self._need_model(), path, rounds=list(self.session.rounds))
+
+        out = self.session.guard(run)
+        if out is not None:
+            show_info(f"Report written to {out}")
+            self.info.setText(f"{self.session.model_info}\nreport: {out}")
+        return out
 
     def _dialog(self, action, title):
         folder = QFileDialog.getExistingDirectory(self, title)

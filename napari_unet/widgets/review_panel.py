@@ -10,7 +10,6 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..errors import UserError
 from . import layers as L
-from .session import PredictInput, snapshot
 
 
 class ReviewPanel(QWidget):
@@ -54,8 +53,27 @@ class ReviewPanel(QWidget):
         if images is None:
             images = [lay for lay in self.viewer.layers if isinstance(lay, Image) and not L.is_output(lay)] \
                 if all_images else [self.annotate.image.value]
-        inputs = [PredictInput(img.name, snapshot(L.image_data(img)), L.channel_axis(img))
-                  for img in images if img is not None]
+        model = self.session.model
+        if model is None:
+            raise UserError("There is no model yet: train one or load a model folder first.")
+        inputs, seen, first_error = [], set(), None
+        for img in images:
+            if img is None:
+                continue
+            try:
+                item, notice = self.annotate.predict_input(img, model)
+            except UserError as e:
+                if not all_images:
+                    raise
+                first_error = first_error or e  # predicting all: skip what does not fit this model
+                continue
+            if item.name not in seen:  # channel layers of one image are predicted once
+                seen.add(item.name)
+                inputs.append(item)
+                if notice:
+                    show_info(notice)
+        if not inputs and first_error is not None:
+            raise first_error
         self.session.start_prediction(inputs)
 
     def _on_trained(self, result):

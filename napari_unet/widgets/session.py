@@ -62,6 +62,7 @@ class TrainInput:
     image: np.ndarray
     labels: np.ndarray
     channel_axis: int | None
+    channel_names: tuple[str, ...] = ()  # the layers stacked as channels, in order (none: one layer)
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,20 @@ class PredictInput:
     name: str
     data: object  # see snapshot()
     channel_axis: int | None
+    time_axis: int | None = None  # a 3D model predicts the time points of TZYX one after another
+
+
+def training_summary(inputs: list[TrainInput], names: tuple[str, ...]) -> str:
+    """How many images and annotated pixels per class go into training, in one line."""
+    counts = np.zeros(1, np.int64)
+    for item in inputs:
+        c = np.bincount(np.asarray(item.labels).ravel().astype(np.int64, copy=False)) if item.labels.size else counts
+        counts = np.pad(counts, (0, max(0, len(c) - len(counts)))) + np.pad(c, (0, max(0, len(counts) - len(c))))
+    parts = [f"{names[v - 1] if v - 1 < len(names) else f'label {v}'} {int(counts[v]):,}"
+             for v in range(1, len(counts)) if counts[v]]
+    chans = inputs[0].channel_names if inputs else ()
+    return (f"Training on {len(inputs)} image(s)" + (f" with channels {', '.join(chans)}" if chans else "")
+            + ": annotated pixels " + (", ".join(parts) or "none") + ".")
 
 
 def snapshot(data):
@@ -184,11 +199,13 @@ class Session:
                                f"but not named: training {top} classes, called {', '.join(extra)}. Rename them "
                                "in 'classes'.")
 
-    def model_config(self, names: tuple[str, ...], ndim: int, device: str) -> ModelConfig | None:
+    def model_config(self, names: tuple[str, ...], ndim: int, device: str,
+                     channel_names: tuple[str, ...] = ()) -> ModelConfig | None:
         """The architecture of a new model (None when continuing the current one)."""
         if self.model is not None:
             return None
-        return ModelConfig(ndim=ndim, class_names=names, **default_presets(ndim, get_device(device).type)[0])
+        return ModelConfig(ndim=ndim, class_names=names, in_channels=max(1, len(channel_names)),
+                           channel_names=tuple(channel_names), **default_presets(ndim, get_device(device).type)[0])
 
     @staticmethod
     def train_config(time_budget: float, device: str) -> TrainConfig:
@@ -210,7 +227,10 @@ class Session:
             names, notice = self.resolve_classes(names, [i.labels for i in inputs])
         else:
             names, notice = (names if self.model is None else self.model.config.class_names), None
-        mc = self.model_config(names, ndim, device)
+        chans = inputs[0].channel_names
+        if any(i.channel_names != chans for i in inputs):
+            raise UserError("The images to train on have different channel layers; train them one at a time.")
+        mc = self.model_config(names, ndim, device, chans)
         if self.model is not None and names != self.model.config.class_names:
             self.model.config = self.model.config.replace(class_names=names)  # a rename, same count
             self.model_info = describe_model(self.model)
@@ -247,10 +267,13 @@ class Session:
             return
         img, ax, pct, ndim = self._preview
         sp = ImageView(img, ax).spatial_shape
-        if ndim == 3:
-            self._request = (None, img, ax, pct) if int(np.prod(sp)) <= MAX_3D_PREVIEW_VOXELS else None
+        if ndim == 3 and int(np.prod(sp[-3:])) > MAX_3D_PREVIEW_VOXELS:
+            self._request = None
             return
-        lead = len(sp) - 2
+        if ndim == 3 and len(sp) == 3:
+            self._request = (None, img, ax, pct)
+            return
+        lead = len(sp) - ndim  # stacks and time points: the plane or volume in view (channels are last)
         step = tuple(current_step)[-len(sp):] if len(current_step) >= len(sp) else (0,) * len(sp)
         key = tuple(int(min(max(s, 0), n - 1)) for s, n in zip(step[:lead], sp[:lead]))
         self._request = (key, img[key], ax, pct)
@@ -298,7 +321,7 @@ class Session:
             raise UserError("Select an image layer to predict.")
         self._failed = False
         self.set_state(State.PREDICTING)
-        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis) for i in inputs])
+        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis, i.time_axis) for i in inputs])
 
     # ------------------------------------------------------------------ model folders
     def save(self, folder, overwrite: bool = False):

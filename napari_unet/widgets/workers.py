@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..core.events import PredictResult
-from ..core.inference import predict_iter
+from ..core.inference import predict_iter, predict_time_iter
 
 
 class WorkerError(Exception):
@@ -21,9 +21,12 @@ def shielded(fn, *args, **kwargs):
 
 
 def predict_many(model, jobs):
-    """Worker body: jobs are (name, data, channel_axis); yields progress, then a PredictResult per image."""
-    for name, data, ax in jobs:
-        probs = yield from predict_iter(model, data, channel_axis=ax)
+    """Worker body: jobs are (name, data, channel_axis[, time_axis]); yields progress, then a PredictResult
+    per image. With a time axis the time points are predicted one after another (a 3D model on TZYX)."""
+    for name, data, ax, *rest in jobs:
+        t = rest[0] if rest else None
+        probs = yield from (predict_iter(model, data, channel_axis=ax) if t is None else
+                            predict_time_iter(model, data, time_axis=t, channel_axis=ax, name=f"'{name}'"))
         yield PredictResult(name, probs)
 
 
