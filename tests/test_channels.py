@@ -209,3 +209,30 @@ def test_cli_predict_time_axis(tmp_path, capsys):
     probs = np.load(tmp_path / "p.npy")
     assert probs.shape == (2, 2, 4, 16, 16)
     np.testing.assert_allclose(probs[:, 1], predict(model, movie[1], percentiles=None), atol=0.05)
+
+
+def test_channel_names_in_the_config_and_old_folders():
+    old = ModelConfig().to_dict()
+    del old["channel_names"]  # a model folder written before the field existed
+    assert ModelConfig.from_dict(old).channel_names == ()
+    named = ModelConfig(in_channels=2, channel_names=("dapi", "wga"))
+    assert ModelConfig.from_dict(named.to_dict()) == named
+    with pytest.raises(UserError, match="channel_names must name each of the 2 input channel"):
+        ModelConfig(in_channels=2, channel_names=("dapi",))
+
+
+def test_a_layer_with_a_c_axis_keeps_its_channels(make_napari_viewer):
+    viewer = make_napari_viewer()
+    data = np.random.default_rng(0).random((2, 5, 16, 20)).astype(np.float32)  # C Z Y X
+    img = viewer.add_image(data, name="czyx", axis_labels=("c", "z", "y", "x"), scale=(1, 2, 0.5, 0.5))
+    widget = UNetWidget(viewer)
+    widget.annotate.image.value = img
+    ann = widget.annotate.new_annotations()
+    assert ann.data.shape == (5, 16, 20)
+    np.testing.assert_allclose(ann.scale, (2, 0.5, 0.5))
+    (item,) = widget.annotate.train_inputs([(img, ann)])
+    assert item.image.shape == (5, 16, 20, 2) and item.channel_axis == -1  # channels last in the copy
+    np.testing.assert_array_equal(item.image[..., 1], data[1])
+    model = Model.new(ModelConfig(in_channels=3, depth=1, width=2), seed=0)
+    with pytest.raises(UserError, match="The model takes 3 channel.s. but 'czyx' has 2; use a matching model"):
+        widget.annotate.predict_input(img, model)

@@ -120,7 +120,8 @@ def describe_model(model) -> str:
         raise UserError("The model's training history is malformed (steps is not a whole number); the "
                         "config.json was edited or damaged, save the model again from its source.")
     last = sessions[-1] if sessions else {}
-    return (f"{c.ndim}D U-Net (depth {c.depth}, width {c.width}), {c.in_channels} channel(s)\n"
+    chans = f" ({', '.join(c.channel_names)})" if c.channel_names else ""
+    return (f"{c.ndim}D U-Net (depth {c.depth}, width {c.width}), {c.in_channels} channel(s){chans}\n"
             "classes: " + ", ".join(f"{i + 1}={n}" for i, n in enumerate(c.class_names)) + "\n"
             f"{len(sessions)} session(s), {sum(h['steps'] for h in sessions)} steps, last on "
             f"{last.get('device', '?')}\nkept {last.get('kept', '?')}")
