@@ -60,6 +60,16 @@ def test_two_channel_layers_train_predict_save_load_predict(two_channels, qtbot,
     widget.review.predict()
     wait_idle(qtbot, widget)
     np.testing.assert_array_equal(viewer.layers["nuclei prediction"].data, first)
+    viewer.layers.remove("nuclei prediction")
+    widget.review.predict(all_images=True)  # the channel layers make one image, predicted once
+    wait_idle(qtbot, widget)
+    assert "nuclei prediction" in viewer.layers and "membrane prediction" not in viewer.layers
+    # retraining from the membrane alone: refused, naming the layer
+    widget.annotate.image.value = mem
+    widget.annotate.labels.value = ann
+    widget.training.train()
+    assert "The model takes 2 channel(s) but 'membrane' gives 1; select 2 layers" in notes[-1]
+    widget.annotate.image.value = nuc
     # other names: matched by the picked order, with a notice
     nuc.name, mem.name = "dapi", "wga"
     widget.review.predict()

@@ -56,6 +56,8 @@ class AnnotatePanel(QWidget):
         self.form.reset_choices()
 
     def _on_image_changed(self, img):
+        if img is not None and self.channel_layers() and img not in self.channel_layers():
+            self.channels.value = []  # another image: its own channels, not those picked for the last one
         ann = L.find_annotations(self.viewer, img) if img is not None else None
         if ann is not None:
             self.labels.value = ann
@@ -136,6 +138,11 @@ class AnnotatePanel(QWidget):
                 data, ax, names = np.array(L.image_data(img), copy=True), L.channel_axis(img), ()
                 if ax is not None:  # channels last: planes and time points index the leading axes
                     data, ax = np.moveaxis(data, ax, -1), -1
+            need = self.session.model.config.in_channels if self.session.model is not None else None
+            have = 1 if ax is None else data.shape[-1]
+            if need and have != need:
+                raise UserError(f"The model takes {need} channel(s) but '{img.name}' gives {have}; select {need} "
+                                "layers under 'channels', or press New model.")
             out.append(TrainInput(img.name, data, np.array(ann.data, copy=True), ax, names))
         self.summary.setText(training_summary(out, self.class_names()))
         self.summary.setVisible(True)
