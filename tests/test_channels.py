@@ -177,6 +177,9 @@ def test_training_summary_counts_per_class():
     item = TrainInput("a", np.zeros((2, 3), np.float32), lab, None)
     assert training_summary([item, item], ("bg", "cell")) == \
         "Training on 2 image(s): annotated pixels bg 2, cell 4, label 3 2."
+    ids = TrainInput("m", np.zeros((2, 3), np.float32), np.array([[0, 0, 7], [70000, 7, 0]], np.uint32), None)
+    assert training_summary([ids], ("bg", "cell"), from_instances=True) == \
+        "Training on 1 image(s): annotated pixels bg 3, cell 3."
 
 
 def test_export_and_report_buttons(make_napari_viewer, qtbot, tmp_path, monkeypatch, notes):

@@ -144,7 +144,7 @@ class AnnotatePanel(QWidget):
                 raise UserError(f"The model takes {need} channel(s) but '{img.name}' gives {have}; select {need} "
                                 "layers under 'channels', or press New model.")
             out.append(TrainInput(img.name, data, np.array(ann.data, copy=True), ax, names))
-        self.summary.setText(training_summary(out, self.class_names()))
+        self.summary.setText(training_summary(out, self.class_names(), self.instances.value))
         self.summary.setVisible(True)
         return out
 

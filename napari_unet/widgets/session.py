@@ -73,11 +73,15 @@ class PredictInput:
     time_axis: int | None = None  # a 3D model predicts the time points of TZYX one after another
 
 
-def training_summary(inputs: list[TrainInput], names: tuple[str, ...]) -> str:
-    """How many images and annotated pixels per class go into training, in one line."""
+def training_summary(inputs: list[TrainInput], names: tuple[str, ...], from_instances: bool = False) -> str:
+    """How many images and annotated pixels per class go into training, in one line.
+
+    Instance masks count as training sees them: 0 background, every id an object (class 2)."""
     counts = np.zeros(1, np.int64)
     for item in inputs:
-        c = np.bincount(np.asarray(item.labels).ravel().astype(np.int64, copy=False)) if item.labels.size else counts
+        lab = np.asarray(item.labels)
+        lab = np.where(lab > 0, 2, 1) if from_instances else lab.ravel().astype(np.int64, copy=False)
+        c = np.bincount(lab.ravel()) if lab.size else counts
         counts = np.pad(counts, (0, max(0, len(c) - len(counts)))) + np.pad(c, (0, max(0, len(counts) - len(c))))
     parts = [f"{names[v - 1] if v - 1 < len(names) else f'label {v}'} {int(counts[v]):,}"
              for v in range(1, len(counts)) if counts[v]]
