@@ -204,13 +204,11 @@ class Session:
                                f"but not named: training {top} classes, called {', '.join(extra)}. Rename them "
                                "in 'classes'.")
 
-    def model_config(self, names: tuple[str, ...], ndim: int, device: str,
-                     channel_names: tuple[str, ...] = ()) -> ModelConfig | None:
+    def model_config(self, names: tuple[str, ...], ndim: int, device: str) -> ModelConfig | None:
         """The architecture of a new model (None when continuing the current one)."""
         if self.model is not None:
             return None
-        return ModelConfig(ndim=ndim, class_names=names, in_channels=max(1, len(channel_names)),
-                           channel_names=tuple(channel_names), **default_presets(ndim, get_device(device).type)[0])
+        return ModelConfig(ndim=ndim, class_names=names, **default_presets(ndim, get_device(device).type)[0])
 
     @staticmethod
     def train_config(time_budget: float, device: str) -> TrainConfig:
@@ -235,7 +233,9 @@ class Session:
         chans = inputs[0].channel_names
         if any(i.channel_names != chans for i in inputs):
             raise UserError("The images to train on have different channel layers; train them one at a time.")
-        mc = self.model_config(names, ndim, device, chans)
+        mc = self.model_config(names, ndim, device)
+        if mc is not None and chans:  # a new model records the channel layers it learns from, in order
+            mc = mc.replace(in_channels=len(chans), channel_names=tuple(chans))
         if self.model is not None and names != self.model.config.class_names:
             self.model.config = self.model.config.replace(class_names=names)  # a rename, same count
             self.model_info = describe_model(self.model)
