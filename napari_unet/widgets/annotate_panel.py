@@ -30,15 +30,26 @@ class AnnotatePanel(QWidget):
                                   "every id > 0 = an object (class 2); the whole image counts as annotated.")
         self.all_pairs = CheckBox(text="all annotated images")
         self.all_pairs.tooltip = "Train on every open image that has an annotation layer with painted pixels."
-        options = Container(widgets=[self.instances, self.all_pairs], layout="horizontal", labels=False)
-        options.margins = (0, 0, 0, 0)
-        self.form = Container(widgets=[self.image, self.labels, self.new_layer, self.classes, options])
+        self.objects = CheckBox(text="objects")
+        self.objects.tooltip = ("Objects mode: paint background with 1 and each object with its own value (2, 3, ...; "
+                                "'New object' or M gives a fresh one); the model learns to separate touching "
+                                "objects, Predict counts and measures them.")
+        self.new_object = PushButton(text="New object")
+        self.new_object.tooltip = "A fresh label value for the next object (napari's M key does the same)."
+        self.new_object.visible = False
+        layer_row = Container(widgets=[self.new_layer, self.new_object], layout="horizontal", labels=False)
+        options = Container(widgets=[self.objects, self.instances, self.all_pairs], layout="horizontal", labels=False)
+        for row in (layer_row, options):
+            row.margins = (0, 0, 0, 0)
+        self.form = Container(widgets=[self.image, self.labels, layer_row, self.classes, options])
         self.form.margins = (0, 0, 0, 0)
         QVBoxLayout(self).addWidget(self.form.native)
         self.layout().setContentsMargins(0, 0, 0, 0)
         self.image.changed.connect(self._on_image_changed)
         self.classes.changed.connect(self._on_classes)
         self.new_layer.changed.connect(lambda *_: session.guard(self.new_annotations))
+        self.new_object.changed.connect(lambda *_: session.guard(self.next_object))
+        self.objects.changed.connect(self._on_objects)
         session.model_changed.connect(self._on_model)
 
     def reset_choices(self, *_):
@@ -61,6 +72,26 @@ class AnnotatePanel(QWidget):
     def _on_model(self, model):
         if model is not None:  # the field always names the classes of the model in use
             self.classes.value = ", ".join(model.config.class_names)
+            if model.config.objects:  # an objects model continues in objects mode
+                self.objects.value = True
+
+    def _on_objects(self, on):
+        self.new_object.visible = bool(on)
+        if on:
+            show_info("Objects mode: paint background with label 1; before each object press 'New object' (or M) "
+                      "so that it gets its own value.")
+
+    def next_object(self) -> int:
+        """Select a label value no object uses yet (at least 2) on the annotation layer, brush ready."""
+        ann = self.labels.value
+        if not isinstance(ann, Labels):
+            raise UserError("Select an annotation layer, or press 'New annotation layer' first.")
+        value = max(int(np.asarray(ann.data).max(initial=0)) + 1, 2)
+        L.fit_label_values(ann, value)
+        ann.selected_label = value
+        ann.mode = "paint"
+        self.viewer.layers.selection.active = ann
+        return value
 
     def class_names(self) -> tuple[str, ...]:
         return parse_class_names(self.classes.value)

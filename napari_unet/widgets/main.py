@@ -20,6 +20,9 @@ from .where_panel import WherePanel
 from .workers import run_in_thread
 
 
+OBJECTS_TABLE_HEIGHT = 180  # px: a few rows, the dock still fits a 768 px screen
+
+
 def _section(title: str, panel: QWidget, expanded: bool = True) -> QCollapsible:
     box = QCollapsible(title)
     box.setDuration(0)  # no animation: instant, and no timers left running in tests
@@ -51,7 +54,11 @@ class UNetWidget(QWidget):
             "review": _section("3. Review and correct", self.review),
             "model": _section("4. Model", self.model_panel),
             "where": _section("5. Where to annotate next", self.where, expanded=False),
+            "objects": _section("Objects", self.review.table, expanded=False),  # filled in objects mode
         }
+        self.review.table.table.setMinimumHeight(OBJECTS_TABLE_HEIGHT)
+        self.review.table.table.setMaximumHeight(OBJECTS_TABLE_HEIGHT)
+        self.review.objects_shown.connect(lambda _: self.sections["objects"].expand(animate=False))
         body = QWidget()
         inner = QVBoxLayout(body)
         inner.setContentsMargins(4, 0, 4, 0)
