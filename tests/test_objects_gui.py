@@ -2,28 +2,11 @@
 count and table -> accept objects -> train again (warm start, objects head kept)."""
 
 import numpy as np
-import pytest
+from test_widget import setup as dock  # noqa: F401 - the same viewer, image and dock as the widget tests
+from test_widget import wait_idle
 
 from napari_unet.core import events as E
-from napari_unet.core.synthetic import make_nuclei
-from napari_unet.widgets.main import UNetWidget
 from napari_unet.widgets.objects_layer import objects_name
-
-
-@pytest.fixture
-def dock(make_napari_viewer):
-    viewer = make_napari_viewer()
-    syn = make_nuclei((48, 56), seed=3, radius=6, snr=20)
-    image = viewer.add_image(syn.image, name="nuclei", scale=(0.5, 0.5))
-    widget = UNetWidget(viewer)
-    viewer.window.add_dock_widget(widget)
-    widget.annotate.image.value = image
-    widget.training.budget.value = 1
-    return viewer, widget, image, syn
-
-
-def wait_idle(qtbot, widget, timeout=60_000):
-    qtbot.waitUntil(lambda: not widget.state.busy and widget.worker is None, timeout=timeout)
 
 
 def object_strokes(syn, ann_widget, ann):
@@ -47,7 +30,7 @@ def test_objects_mode_train_predict_table_accept_retrain(dock, qtbot):
     widget.session.event.connect(events.append)
     widget.annotate.objects.value = True
     shown = lambda w: not w.native.isHidden()  # noqa: E731 - the viewer window itself is not shown in tests
-    assert shown(widget.annotate.new_object) and shown(widget.review.accept_objects_btn)
+    assert widget.annotate.new_object.enabled and shown(widget.review.accept_objects_btn)
     assert not shown(widget.review.accept_btn)
     ann = widget.annotate.new_annotations()
     n_painted = object_strokes(syn, widget.annotate, ann)
@@ -58,13 +41,13 @@ def test_objects_mode_train_predict_table_accept_retrain(dock, qtbot):
     model = widget.model
     assert model is not None and model.config.object_head == "distance"
     assert model.config.class_names == ("background", "object")  # the names in the field, not object ids
-    name = objects_name("nuclei")
+    name = objects_name("cells")
     qtbot.waitUntil(lambda: name in viewer.layers, timeout=30_000)
     layer = viewer.layers[name]
-    assert layer.data.shape == image.data.shape and tuple(layer.scale) == (0.5, 0.5)
+    assert layer.data.shape == image.data.shape and tuple(layer.scale) == (0.5, 0.25)
     n = int(layer.data.max())
     assert n >= 1 and list(layer.features["index"]) == list(range(1, n + 1))
-    np.testing.assert_allclose(layer.features["area"], np.bincount(layer.data.ravel())[1:] * 0.25)
+    np.testing.assert_allclose(layer.features["area"], np.bincount(layer.data.ravel())[1:] * 0.125)
     # the count in the review panel and the table agree with the layer
     table = widget.review.table
     assert table.table.rowCount() == n
@@ -126,9 +109,9 @@ def test_semantic_model_objects_by_fallback(dock, qtbot):
     widget.training.train()
     wait_idle(qtbot, widget)
     assert widget.model.config.object_head == "none"
-    assert objects_name("nuclei") not in viewer.layers  # semantic mode writes no objects layer
+    assert objects_name("cells") not in viewer.layers  # semantic mode writes no objects layer
     widget.annotate.objects.value = True
     widget.review.predict()
     wait_idle(qtbot, widget)
-    layer = viewer.layers[objects_name("nuclei")]
+    layer = viewer.layers[objects_name("cells")]
     assert widget.review.table.table.rowCount() == int(layer.data.max())

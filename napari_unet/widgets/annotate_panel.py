@@ -36,7 +36,7 @@ class AnnotatePanel(QWidget):
                                 "objects, Predict counts and measures them.")
         self.new_object = PushButton(text="New object")
         self.new_object.tooltip = "A fresh label value for the next object (napari's M key does the same)."
-        self.new_object.visible = False
+        self.new_object.enabled = False  # disabled, not hidden: the dock's width is set once, with it in
         layer_row = Container(widgets=[self.new_layer, self.new_object], layout="horizontal", labels=False)
         options = Container(widgets=[self.objects, self.instances, self.all_pairs], layout="horizontal", labels=False)
         for row in (layer_row, options):
@@ -76,7 +76,7 @@ class AnnotatePanel(QWidget):
                 self.objects.value = True
 
     def _on_objects(self, on):
-        self.new_object.visible = bool(on)
+        self.new_object.enabled = bool(on)
         if on:
             show_info("Objects mode: paint background with label 1; before each object press 'New object' (or M) "
                       "so that it gets its own value.")
@@ -105,7 +105,11 @@ class AnnotatePanel(QWidget):
         self.reset_choices()
         self.labels.value = layer
         self.viewer.layers.selection.active = layer
-        show_info(f"Paint with label 1 for {names[0]}, 2 for {names[1]}; a few strokes are enough to start.")
+        if self.objects.value:
+            show_info(f"Paint {names[0]} with label 1; press 'New object' (or M) before each object so that it "
+                      "gets its own value.")
+        else:
+            show_info(f"Paint with label 1 for {names[0]}, 2 for {names[1]}; a few strokes are enough to start.")
         return layer
 
     def pairs(self) -> list[tuple[Image, Labels]]:

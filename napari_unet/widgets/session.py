@@ -315,8 +315,8 @@ class Session:
             raise UserError("Select an image layer to predict.")
         self._failed = False
         self.set_state(State.PREDICTING)
-        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis) for i in inputs],
-                  objects=self.objects_mode(objects), scales={i.name: i.scale for i in inputs})
+        extra = {"objects": True, "scales": {i.name: i.scale for i in inputs}} if self.objects_mode(objects) else {}
+        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis) for i in inputs], **extra)
 
     # ------------------------------------------------------------------ model folders
     def save(self, folder, overwrite: bool = False):
