@@ -73,8 +73,8 @@ class UNetWidget(QWidget):
         scroll.setWidget(body)
         for layout in body.findChildren(QLayout):  # compact rows: the four sections fit a 768 px screen
             layout.setSpacing(min(layout.spacing(), 3))
-        # as wide as the sections need (the dock follows), so nothing is cut on the right
-        self.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
+        self._scroll = scroll
+        self._fit_width()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(scroll, 1)
@@ -104,7 +104,15 @@ class UNetWidget(QWidget):
         """napari calls this when layers change; the layer pickers follow."""
         self.annotate.reset_choices()
 
+    def _fit_width(self) -> None:
+        """As wide as the sections need (the dock follows), so nothing is cut on the right. Again once
+        shown: napari's style sheet, applied when docked, makes the rows wider than at construction."""
+        body, bar = self._scroll.widget(), self._scroll.verticalScrollBar()
+        self.setMinimumWidth(body.minimumSizeHint().width() + bar.sizeHint().width() + 2)
+
     def event(self, ev):  # noqa: D401 - Qt API
+        if ev.type() == QEvent.Type.Show:
+            self._fit_width()
         # napari's close button takes the widget out of its dock (setParent(None)) without deleting it
         if ev.type() == QEvent.Type.ParentChange:
             if self.parent() is not None:

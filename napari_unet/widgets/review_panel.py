@@ -42,6 +42,7 @@ class ReviewPanel(QWidget):
         self.rounds_label.setWordWrap(True)
         self.rounds_label.setVisible(False)  # shown from the first corrected round on
         self.count_label = QLabel()  # objects mode: how many objects the last prediction found
+        self.count_label.setWordWrap(True)  # never widens the dock
         self.count_label.setVisible(False)
         self.table = ObjectsTable(viewer)  # placed by the dock in its own section ("Objects")
         lay = QVBoxLayout(self)
