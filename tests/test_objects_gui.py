@@ -73,10 +73,13 @@ def test_objects_mode_train_predict_table_accept_retrain(dock, qtbot):
     widget.review.accept_objects()
 
     # split one accepted object by painting part of it with a fresh value, then train again: warm start
-    obj = int(new_ids[0])
-    ys, xs = np.nonzero(np.asarray(ann.data) == obj)
+    data = np.asarray(ann.data)
+    obj = int(max(new_ids, key=lambda v: int((data == v).sum())))  # the largest accepted object
+    mask = data == obj
+    rows = np.nonzero(mask)[0]
+    top = mask & (np.arange(mask.shape[0])[:, None] < np.median(rows))  # its upper half: both parts stay whole
     fresh = widget.annotate.next_object()
-    ann.data[ys[: max(1, ys.size // 2)], xs[: max(1, xs.size // 2)]] = fresh
+    ann.data[top] = fresh
     events.clear()
     widget.training.train()
     wait_idle(qtbot, widget)
