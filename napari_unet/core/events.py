@@ -130,10 +130,16 @@ class PredictProgress:
 
 @dataclass(frozen=True, eq=False)
 class PredictResult:
-    """The probabilities of one named image, float32 ``(n_classes, *spatial)`` (a widget's batch prediction)."""
+    """The probabilities of one named image, float32 ``(n_classes, *spatial)`` (a widget's batch prediction).
+
+    Objects mode: ``instances`` (0 background, 1..N) and ``measurements`` (``core.objects.measure``
+    columns), decoded in the worker; None otherwise.
+    """
 
     name: str
     probabilities: np.ndarray
+    instances: np.ndarray | None = None
+    measurements: dict | None = None
 
 
 TrainEvent = Union[Started, Progress, Validation, Preview, Saved, AnnotationsChanged, Notice]

@@ -36,9 +36,18 @@ class AnnotatePanel(QWidget):
                                   "every id > 0 = an object (class 2); the whole image counts as annotated.")
         self.all_pairs = CheckBox(text="all annotated images")
         self.all_pairs.tooltip = "Train on every open image that has an annotation layer with painted pixels."
-        options = Container(widgets=[self.instances, self.all_pairs], layout="horizontal", labels=False)
-        options.margins = (0, 0, 0, 0)
-        self.form = Container(widgets=[self.image, self.channels, self.labels, self.new_layer, self.classes, options])
+        self.objects = CheckBox(text="objects")
+        self.objects.tooltip = ("Objects mode: paint background with 1 and each object with its own value (2, 3, ...; "
+                                "'New object' or M gives a fresh one); the model learns to separate touching "
+                                "objects, Predict counts and measures them.")
+        self.new_object = PushButton(text="New object")
+        self.new_object.tooltip = "A fresh label value for the next object (napari's M key does the same)."
+        self.new_object.enabled = False  # disabled, not hidden: the dock's width is set once, with it in
+        layer_row = Container(widgets=[self.new_layer, self.new_object], layout="horizontal", labels=False)
+        options = Container(widgets=[self.objects, self.instances, self.all_pairs], layout="horizontal", labels=False)
+        for row in (layer_row, options):
+            row.margins = (0, 0, 0, 0)
+        self.form = Container(widgets=[self.image, self.channels, self.labels, layer_row, self.classes, options])
         self.form.margins = (0, 0, 0, 0)
         self.summary = QLabel()  # what the last Train used: images and annotated pixels per class
         self.summary.setWordWrap(True)
@@ -50,6 +59,8 @@ class AnnotatePanel(QWidget):
         self.channels.changed.connect(self._on_channels)
         self.classes.changed.connect(self._on_classes)
         self.new_layer.changed.connect(lambda *_: session.guard(self.new_annotations))
+        self.new_object.changed.connect(lambda *_: session.guard(self.next_object))
+        self.objects.changed.connect(self._on_objects)
         session.model_changed.connect(self._on_model)
 
     def reset_choices(self, *_):
@@ -91,6 +102,26 @@ class AnnotatePanel(QWidget):
     def _on_model(self, model):
         if model is not None:  # the field always names the classes of the model in use
             self.classes.value = ", ".join(model.config.class_names)
+            if model.config.objects:  # an objects model continues in objects mode
+                self.objects.value = True
+
+    def _on_objects(self, on):
+        self.new_object.enabled = bool(on)
+        if on:
+            show_info("Objects mode: paint background with label 1; before each object press 'New object' (or M) "
+                      "so that it gets its own value.")
+
+    def next_object(self) -> int:
+        """Select a label value no object uses yet (at least 2) on the annotation layer, brush ready."""
+        ann = self.labels.value
+        if not isinstance(ann, Labels):
+            raise UserError("Select an annotation layer, or press 'New annotation layer' first.")
+        value = max(int(np.asarray(ann.data).max(initial=0)) + 1, 2)
+        L.fit_label_values(ann, value)
+        ann.selected_label = value
+        ann.mode = "paint"
+        self.viewer.layers.selection.active = ann
+        return value
 
     def class_names(self) -> tuple[str, ...]:
         return parse_class_names(self.classes.value)
@@ -104,7 +135,11 @@ class AnnotatePanel(QWidget):
         self.reset_choices()
         self.labels.value = layer
         self.viewer.layers.selection.active = layer
-        show_info(f"Paint with label 1 for {names[0]}, 2 for {names[1]}; a few strokes are enough to start.")
+        if self.objects.value:
+            show_info(f"Paint {names[0]} with label 1; press 'New object' (or M) before each object so that it "
+                      "gets its own value.")
+        else:
+            show_info(f"Paint with label 1 for {names[0]}, 2 for {names[1]}; a few strokes are enough to start.")
         return layer
 
     def pairs(self) -> list[tuple[Image, Labels]]:
@@ -158,7 +193,7 @@ class AnnotatePanel(QWidget):
                 raise UserError(f"The model takes {need} channel(s) but '{img.name}' has {have}; "
                                 + (f"pick {need} layers under 'channels'." if have == 1 else "use a matching model."))
             data = snapshot(L.image_data(img))
-            return PredictInput(img.name, data, own, self._time_axis(img, model)), None
+            return PredictInput(img.name, data, own, self._time_axis(img, model), pixel_size(img)), None
         layers = {lay.name: lay for lay in self.viewer.layers if isinstance(lay, Image)}
         notice = None
         if names and all(n in layers for n in names) and img.name in names:
@@ -172,7 +207,8 @@ class AnnotatePanel(QWidget):
             if names:
                 notice = ("Channels matched by order: " + ", ".join(f"{c.name} as {n}" for c, n in zip(chans, names))
                           + ".")
-        return PredictInput(chans[0].name, L.stack_channels(chans), -1, self._time_axis(chans[0], model)), notice
+        return (PredictInput(chans[0].name, L.stack_channels(chans), -1, self._time_axis(chans[0], model),
+                             pixel_size(chans[0])), notice)
 
     @staticmethod
     def _time_axis(img: Image, model) -> int | None:
@@ -190,3 +226,12 @@ class AnnotatePanel(QWidget):
         self.classes.value = ", ".join(names)
         for _, ann in pairs or []:
             L.name_classes(ann, names)
+
+
+def pixel_size(img: Image) -> tuple[float, ...]:
+    """The layer's pixel size per spatial axis (napari keeps no scale for an RGB axis; a channel axis is left out)."""
+    scale = list(img.scale)
+    ax = L.channel_axis(img)
+    if ax is not None and not img.rgb:
+        del scale[ax]
+    return tuple(float(v) for v in scale[-len(L.spatial_shape(img)):])

@@ -9,7 +9,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.colormaps import Colormap, DirectLabelColormap, ensure_colormap
 
-from .._colors import label_color_dict
+from .._colors import MAX_COLOURED, label_color_dict
 from ..errors import UserError
 
 # perceptual maps (brightness grows with probability), drawn translucent so the image shows through
@@ -239,6 +239,16 @@ def accept_prediction(annotations: Labels, prediction: np.ndarray) -> int:
     annotations.data_setitem(idx, prediction[idx].astype(data.dtype))
     annotations.contour = ACCEPTED_CONTOUR
     return int(idx[0].size)
+
+
+def fit_label_values(layer: Labels, top: int) -> None:
+    """Let ``layer`` hold and show label values up to ``top`` (objects mode: one value per object):
+    a wider data type and colours for every value when the uint8 range or the 255 colours run out."""
+    data = layer.data
+    if data.dtype.kind in "iu" and top > np.iinfo(data.dtype).max:
+        layer.data = np.asarray(data).astype(np.uint32)
+    if top > MAX_COLOURED:
+        layer.colormap = label_colormap(top)
 
 
 def image_data(layer: Image):

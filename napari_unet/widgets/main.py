@@ -20,6 +20,9 @@ from .where_panel import WherePanel
 from .workers import run_in_thread
 
 
+OBJECTS_TABLE_HEIGHT = 180  # px: a few rows, the dock still fits a 768 px screen
+
+
 def _section(title: str, panel: QWidget, expanded: bool = True) -> QCollapsible:
     box = QCollapsible(title)
     box.setDuration(0)  # no animation: instant, and no timers left running in tests
@@ -51,7 +54,11 @@ class UNetWidget(QWidget):
             "review": _section("3. Review and correct", self.review),
             "model": _section("4. Model", self.model_panel),
             "where": _section("5. Where to annotate next", self.where, expanded=False),
+            "objects": _section("Objects", self.review.table, expanded=False),  # filled in objects mode
         }
+        self.review.table.table.setMinimumHeight(OBJECTS_TABLE_HEIGHT)
+        self.review.table.table.setMaximumHeight(OBJECTS_TABLE_HEIGHT)
+        self.review.objects_shown.connect(lambda _: self.sections["objects"].expand(animate=False))
         body = QWidget()
         inner = QVBoxLayout(body)
         inner.setContentsMargins(4, 0, 4, 0)
@@ -66,8 +73,8 @@ class UNetWidget(QWidget):
         scroll.setWidget(body)
         for layout in body.findChildren(QLayout):  # compact rows: the four sections fit a 768 px screen
             layout.setSpacing(min(layout.spacing(), 3))
-        # as wide as the sections need (the dock follows), so nothing is cut on the right
-        self.setMinimumWidth(body.minimumSizeHint().width() + scroll.verticalScrollBar().sizeHint().width() + 2)
+        self._scroll = scroll
+        self._fit_width()
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(scroll, 1)
@@ -97,7 +104,15 @@ class UNetWidget(QWidget):
         """napari calls this when layers change; the layer pickers follow."""
         self.annotate.reset_choices()
 
+    def _fit_width(self) -> None:
+        """As wide as the sections need (the dock follows), so nothing is cut on the right. Again once
+        shown: napari's style sheet, applied when docked, makes the rows wider than at construction."""
+        body, bar = self._scroll.widget(), self._scroll.verticalScrollBar()
+        self.setMinimumWidth(body.minimumSizeHint().width() + bar.sizeHint().width() + 2)
+
     def event(self, ev):  # noqa: D401 - Qt API
+        if ev.type() == QEvent.Type.Show:
+            self._fit_width()
         # napari's close button takes the widget out of its dock (setParent(None)) without deleting it
         if ev.type() == QEvent.Type.ParentChange:
             if self.parent() is not None:

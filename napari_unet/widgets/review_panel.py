@@ -6,13 +6,18 @@ import numpy as np
 from magicgui.widgets import Container, PushButton
 from napari.layers import Image
 from napari.utils.notifications import show_info
+from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..errors import UserError
 from . import layers as L
+from .objects_layer import accept_objects, object_count, objects_name, write_objects
+from .objects_table import ObjectsTable
 
 
 class ReviewPanel(QWidget):
+    objects_shown = Signal(object)  # the objects layer was written (the dock opens the table)
+
     def __init__(self, viewer, session, annotate):
         super().__init__()
         self.viewer, self.session, self.annotate = viewer, session, annotate
@@ -22,20 +27,34 @@ class ReviewPanel(QWidget):
         self.accept_btn.tooltip = ("Fills the pixels you have not painted with the prediction (Ctrl+Z undoes); the "
                                    "annotations are then drawn fainter. Fix the prediction's mistakes with the brush "
                                    "and train again.")
+        self.accept_objects_btn = PushButton(text="Accept objects into annotations")
+        self.accept_objects_btn.tooltip = ("Objects mode: copies each predicted object, with its own value, into the "
+                                           "pixels you have not painted (Ctrl+Z undoes). Split an object by painting "
+                                           "part of it with 'New object', merge by painting one value over both, "
+                                           "then train again.")
+        self.accept_objects_btn.visible = False
         row = Container(widgets=[self.predict_btn, self.predict_all_btn], layout="horizontal", labels=False)
         row.margins = (0, 0, 0, 0)
-        self.form = Container(widgets=[row, self.accept_btn], labels=False)
+        self.form = Container(widgets=[row, self.accept_btn, self.accept_objects_btn], labels=False)
         self.form.margins = (0, 0, 0, 0)
         self.rounds_label = QLabel()  # a QLabel: magicgui's Label does not wrap words
         self.rounds_label.setWordWrap(True)
         self.rounds_label.setVisible(False)  # shown from the first corrected round on
+        self.count_label = QLabel()  # objects mode: how many objects the last prediction found
+        self.count_label.setWordWrap(True)  # never widens the dock
+        self.count_label.setVisible(False)
+        self.table = ObjectsTable(viewer)  # placed by the dock in its own section ("Objects")
         lay = QVBoxLayout(self)
         lay.setContentsMargins(0, 0, 0, 0)
         lay.addWidget(self.form.native)
+        lay.addWidget(self.count_label)
         lay.addWidget(self.rounds_label)
         self.predict_btn.changed.connect(lambda *_: self.predict())
         self.predict_all_btn.changed.connect(lambda *_: self.predict(all_images=True))
         self.accept_btn.changed.connect(lambda *_: self.accept_prediction())
+        self.accept_objects_btn.changed.connect(lambda *_: self.accept_objects())
+        annotate.objects.changed.connect(self._on_objects_mode)
+        session.objects_found.connect(self._on_objects)
         session.predicted.connect(self._on_predicted)
         session.trained.connect(self._on_trained)
         session.rounds_changed.connect(self._on_rounds)
@@ -74,7 +93,7 @@ class ReviewPanel(QWidget):
                     show_info(notice)
         if not inputs and first_error is not None:
             raise first_error
-        self.session.start_prediction(inputs)
+        self.session.start_prediction(inputs, objects=self.annotate.objects.value)
 
     def _on_trained(self, result):
         name = self.session.preview_name
@@ -89,6 +108,21 @@ class ReviewPanel(QWidget):
         L.write_probabilities(self.viewer, img, probs, names)
         L.write_prediction(self.viewer, img, labels, names)
 
+    def _on_objects_mode(self, on):
+        self.accept_objects_btn.visible = bool(on)
+        self.accept_btn.visible = not on  # class labels would merge all objects into one value
+
+    def _on_objects(self, name, instances, measurements):
+        """The worker found and measured the objects: the objects layer, its count and its table."""
+        if name not in self.viewer.layers:
+            return
+        layer = write_objects(self.viewer, self.viewer.layers[name], instances, measurements)
+        self.table.set_layer(layer)
+        n = object_count(layer)
+        self.count_label.setText(f"{n} object{'s' if n != 1 else ''} in '{layer.name}' (table: Objects)")
+        self.count_label.setVisible(True)
+        self.objects_shown.emit(layer)
+
     def _on_rounds(self, rounds):
         lines = [f"round {i + 1}: prediction vs corrected annotations Dice {r['dice']:.3f}"
                  for i, r in enumerate(rounds[-5:])]
@@ -98,6 +132,28 @@ class ReviewPanel(QWidget):
     def accept_prediction(self) -> int | None:
         """Fill the unpainted pixels of the annotations with the prediction; returns how many."""
         return self.session.guard(self._accept)
+
+    def accept_objects(self) -> int | None:
+        """Objects mode: fill the unpainted pixels with the predicted objects; returns how many."""
+        return self.session.guard(self._accept_objects)
+
+    def _accept_objects(self) -> int:
+        img, ann = self.annotate.image.value, self.annotate.labels.value
+        if img is None or ann is None:
+            raise UserError("Select the image and its annotation layer first.")
+        name = objects_name(img.name)
+        if name not in self.viewer.layers:
+            raise UserError(f"There are no objects for '{img.name}' yet; tick 'objects' and press Predict first.")
+        inst = np.asarray(self.viewer.layers[name].data)
+        if inst.shape != tuple(ann.data.shape):
+            raise UserError(f"The objects have shape {inst.shape} but '{ann.name}' has {tuple(ann.data.shape)}.")
+        L.fit_label_values(ann, max(int(np.asarray(ann.data).max(initial=0)), 1) + int(inst.max(initial=0)))
+        n = accept_objects(ann, inst)
+        ann.contour = L.ACCEPTED_CONTOUR  # outlines: each object's extent shows, the image too
+        self.viewer.layers[name].visible = False
+        show_info(f"Filled {n} unpainted pixels with the objects (Ctrl+Z undoes). Split or merge by painting "
+                  "('New object' for a fresh value), then Train.")
+        return n
 
     def _accept(self) -> int:
         img, ann = self.annotate.image.value, self.annotate.labels.value

@@ -71,6 +71,7 @@ class PredictInput:
     data: object  # see snapshot()
     channel_axis: int | None
     time_axis: int | None = None  # a 3D model predicts the time points of TZYX one after another
+    scale: tuple | None = None  # pixel size per spatial axis (objects mode: areas, anisotropic splitting)
 
 
 def training_summary(inputs: list[TrainInput], names: tuple[str, ...], from_instances: bool = False) -> str:
@@ -138,6 +139,7 @@ class Session:
     event = Signal(object)  # every core event (napari_unet.core.events), on the main thread
     trained = Signal(object)  # TrainResult, once the worker is gone and the state is idle again
     predicted = Signal(str, object, object)  # image name, probabilities, argmax labels
+    objects_found = Signal(str, object, object)  # image name, instances (0, 1..N), measurement columns
     rounds_changed = Signal(list)
     error = Signal(str)
 
@@ -217,25 +219,32 @@ class Session:
     # ------------------------------------------------------------------ training
     def start_training(self, inputs: list[TrainInput], names: tuple[str, ...], *, ndim: int = 2, device: str = "auto",
                        time_budget: float = TrainConfig().time_budget, from_instances: bool = False,
-                       preview: bool = True, view_step: tuple[int, ...] = (), continuous: bool = False
-                       ) -> tuple[str, ...] | None:
+                       preview: bool = True, view_step: tuple[int, ...] = (), continuous: bool = False,
+                       objects: bool = False) -> tuple[str, ...] | None:
         """Start training on ``inputs``; returns the class names used (None when busy).
 
         ``continuous``: train until Stop; :meth:`annotations_edited` hands changed annotations to the
         running training. The model is autosaved into ``autosave_dir`` (when set) during training.
+        ``objects``: the annotations hold one value per object (a new model learns to separate
+        them); a model trained in objects mode always continues in objects mode.
         """
         if self.state.busy:
             return None
-        if not from_instances:
-            names, notice = self.resolve_classes(names, [i.labels for i in inputs])
-        else:
+        objects = self.objects_mode(objects)
+        if objects and self.model is None:  # object ids are not classes: background and one object class
+            names = tuple(names[:2])
+        if objects or from_instances:
             names, notice = (names if self.model is None else self.model.config.class_names), None
+        else:
+            names, notice = self.resolve_classes(names, [i.labels for i in inputs])
         chans = inputs[0].channel_names
         if any(i.channel_names != chans for i in inputs):
             raise UserError("The images to train on have different channel layers; train them one at a time.")
         mc = self.model_config(names, ndim, device)
         if mc is not None and chans:  # a new model records the channel layers it learns from, in order
             mc = mc.replace(in_channels=len(chans), channel_names=tuple(chans))
+        if mc is not None and objects:
+            mc = mc.replace(object_head="distance")  # the objects head (core/objects.py), the user's class names
         if self.model is not None and names != self.model.config.class_names:
             self.model.config = self.model.config.replace(class_names=names)  # a rename, same count
             self.model_info = describe_model(self.model)
@@ -245,7 +254,7 @@ class Session:
             tc = tc.replace(continuous=True, time_budget=None)
         self.mailbox = AnnotationMailbox() if continuous else None
         self.training_names = [i.name for i in inputs]
-        self.record_rounds(inputs)
+        self.record_rounds(inputs, objects)
         first = inputs[0]
         norm = self.model.config if self.model is not None else mc
         pct = compute_percentiles(ImageView(first.image, first.channel_axis), norm.norm_low, norm.norm_high)
@@ -260,6 +269,7 @@ class Session:
         self.update_preview(view_step)
         self._run(T.train, [i.image for i in inputs], [i.labels for i in inputs], model_config=mc, train_config=tc,
                   init=self.model, channel_axis=[i.channel_axis for i in inputs], from_instances=from_instances,
+                  objects=True if objects and self.model is not None else None,  # None: as the model
                   preview=self.preview_request if preview else None, preview_every=self.preview_every,
                   should_stop=self._stop.is_set, annotations=self.mailbox, out=self.autosave_dir or None,
                   record={"rounds": [dict(r) for r in self.rounds]})  # rounds go into the model's history
@@ -299,12 +309,17 @@ class Session:
             self._stop.set()
             self.set_state(State.STOPPING)
 
-    def record_rounds(self, inputs: list[TrainInput]) -> None:
+    def objects_mode(self, asked: bool = False) -> bool:
+        """Objects mode: asked for, or the model in use was trained in it."""
+        return bool(asked) or (self.model is not None and self.model.config.objects)
+
+    def record_rounds(self, inputs: list[TrainInput], objects: bool = False) -> None:
         """Dice between the last prediction and the (corrected) annotations: how much the user changed."""
         for item in inputs:
             pred = self.round_predictions.pop(item.name, None)
             if pred is not None and pred.shape == item.labels.shape and item.labels.any():
-                self.rounds.append({"image": item.name, "dice": agreement(pred, item.labels)})
+                labels = np.minimum(item.labels, 2) if objects else item.labels  # object ids -> the object class
+                self.rounds.append({"image": item.name, "dice": agreement(pred, labels)})
                 self.rounds_changed.emit(self.rounds)
 
     def new_model(self) -> None:
@@ -317,7 +332,9 @@ class Session:
         self.set_state(State.IDLE)
 
     # ------------------------------------------------------------------ prediction
-    def start_prediction(self, inputs: list[PredictInput]) -> None:
+    def start_prediction(self, inputs: list[PredictInput], objects: bool = False) -> None:
+        """Predict ``inputs`` in a worker; in objects mode (asked, or an objects model) the worker also
+        finds and measures the objects (any model: a semantic one splits its foreground)."""
         if self.state.busy:
             return
         if self.model is None:
@@ -326,7 +343,8 @@ class Session:
             raise UserError("Select an image layer to predict.")
         self._failed = False
         self.set_state(State.PREDICTING)
-        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis, i.time_axis) for i in inputs])
+        extra = {"objects": True, "scales": {i.name: i.scale for i in inputs}} if self.objects_mode(objects) else {}
+        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis, i.time_axis) for i in inputs], **extra)
 
     # ------------------------------------------------------------------ model folders
     def save(self, folder, overwrite: bool = False):
@@ -368,6 +386,8 @@ class Session:
             labels = to_labels(ev.probabilities)
             self.round_predictions[ev.name] = labels
             self.predicted.emit(ev.name, ev.probabilities, labels)
+            if ev.instances is not None:
+                self.objects_found.emit(ev.name, ev.instances, ev.measurements)
             return
         self.event.emit(ev)
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..core.events import PredictResult
-from ..core.inference import predict_iter, predict_time_iter
+from ..core.inference import predict_iter, predict_time_iter, split_outputs
+from ..core.objects import instances_from_output, measure
 
 
 class WorkerError(Exception):
@@ -20,14 +23,37 @@ def shielded(fn, *args, **kwargs):
         raise WorkerError(f"{type(e).__name__}: {e}") from e
 
 
-def predict_many(model, jobs):
+def predict_many(model, jobs, objects: bool = False, scales: dict | None = None):
     """Worker body: jobs are (name, data, channel_axis[, time_axis]); yields progress, then a PredictResult
-    per image. With a time axis the time points are predicted one after another (a 3D model on TZYX)."""
+    per image. With a time axis the time points are predicted one after another (a 3D model on TZYX).
+
+    ``objects``: also decode the objects and measure them here, off the GUI thread (not for time-lapses);
+    ``scales`` maps an image name to its pixel size per spatial axis (areas in those units, anisotropic
+    splitting).
+    """
     for name, data, ax, *rest in jobs:
         t = rest[0] if rest else None
-        probs = yield from (predict_iter(model, data, channel_axis=ax) if t is None else
-                            predict_time_iter(model, data, time_axis=t, channel_axis=ax, name=f"'{name}'"))
-        yield PredictResult(name, probs)
+        if t is not None:
+            probs = yield from predict_time_iter(model, data, time_axis=t, channel_axis=ax, name=f"'{name}'")
+            yield PredictResult(name, probs)
+            continue
+        outputs = yield from predict_iter(model, data, channel_axis=ax, extras=objects)
+        if not objects:
+            yield PredictResult(name, outputs)
+            continue
+        probs, dist = split_outputs(model, outputs)
+        probs = np.ascontiguousarray(probs)  # not a view: the distance channel is freed
+        scale = (scales or {}).get(name)
+        instances = instances_from_output(probs, dist, ndim=model.config.ndim, sampling=scale)
+        yield PredictResult(name, probs, instances, objects_measurements(instances, data, ax, scale))
+
+
+def objects_measurements(instances, data, channel_axis, scale) -> dict:
+    """``core.objects.measure`` of 2D/3D objects; a stack beyond 3D gets the ids only (measure takes 2D/3D)."""
+    if instances.ndim in (2, 3):
+        return measure(instances, data, channel_axis=channel_axis, scale=scale)
+    ids = np.unique(instances)
+    return {"label": ids[ids > 0].astype(np.int64)}
 
 
 def run_in_thread(body, *args, on_event, on_return, on_error, on_finished, **kwargs):
