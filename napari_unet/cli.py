@@ -303,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_train_options(t)
     t.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for training (default: torch's own setting, all cores)")
+                   help="torch CPU threads for training (default: all cores but one)")
     t.add_argument("--no-amp", action="store_true",
                    help="train in float32 (no float16 on CUDA, no bfloat16 on CPU)")
     common(t)

@@ -7,6 +7,7 @@ config read from a model folder is checked the same way as one built in code.
 from __future__ import annotations
 
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -138,7 +139,7 @@ class TrainConfig(_DictMixin):
     validate_every: int = 25  # steps
     annotated_fraction: float = 0.9  # share of patches centred on an annotated pixel
     autosave_every: float = 30.0  # seconds, when an output folder is given
-    threads: int | None = None  # torch CPU threads; None leaves torch's setting
+    threads: int | None = None  # torch CPU threads; None: default_threads() on the CPU
     ema_decay: float = 0.99  # exponential moving average of the weights (0: off); validated and kept
     class_balance: float = 0.5  # loss weight per class = frequency ** -class_balance (0: plain CE)
     schedule: Schedule = "cosine"  # learning rate over the steps/time budget: "cosine" decay or "constant"
@@ -207,6 +208,17 @@ class PredictConfig(_DictMixin):
                f"tile_size must be 2 or 3 integers in 8..8192, got {self.tile_size!r}.")
         _check(_is_num(self.overlap) and 0 <= self.overlap < 0.9, "overlap must be in [0, 0.9).")
         _check(_is_int(self.batch_size) and self.batch_size >= 1, "batch_size must be >= 1.")
+
+
+def default_threads() -> int:
+    """torch CPU threads for training when none are asked for: all cores but one.
+
+    Measured (benchmarks/threads.py, 2-core machine with one other process busy): 1 thread did
+    80-88 steps in 10 s, 2 threads 4-19: torch's OpenMP threads that ask for every core collapse
+    as soon as anything else runs (a GUI, a second job). Leaving a core free costs little when the
+    machine is quiet and avoids that collapse; the GUI uses the same rule to keep napari responsive.
+    """
+    return max(1, (os.cpu_count() or 2) - 1)
 
 
 def default_presets(ndim: int, device_type: str) -> tuple[dict, dict]:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..config import PREVIEW_EVERY, ModelConfig, PredictConfig, TrainConfig, default_presets
+from ..config import PREVIEW_EVERY, ModelConfig, PredictConfig, TrainConfig, default_presets, default_threads
 from ..errors import UserError
 from .checkpoint import Model, check_writable_folder, load_model, save_model, save_or_rescue
 from .data import PatchSampler, Sample, check_annotations, class_counts, make_samples, split_validation
@@ -242,8 +242,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     unlabelled = bool(tc.regularizer or tc.consistency or tc.pseudo_labels)
     gen = torch.Generator().manual_seed(tc.seed)  # the teacher's views: seeded runs stay identical
     old_threads = torch.get_num_threads()
-    if tc.threads:
-        torch.set_num_threads(tc.threads)
+    threads = tc.threads or (default_threads() if device.type == "cpu" else None)
+    if threads:
+        torch.set_num_threads(threads)
     dev_name = describe(device)
     run_record["versions"]["device"] = dev_name
     yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
@@ -421,7 +422,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         if validator is not None and step > 0 and last_val_step != step:
             yield do_validation()
     finally:
-        if tc.threads:
+        if threads:
             torch.set_num_threads(old_threads)
         if tc.deterministic:
             torch.use_deterministic_algorithms(old_det)

@@ -20,7 +20,7 @@ from enum import Enum
 import numpy as np
 from psygnal import Signal
 
-from ..config import PREVIEW_EVERY, ModelConfig, TrainConfig, default_presets
+from ..config import PREVIEW_EVERY, ModelConfig, TrainConfig, default_presets, default_threads
 from ..core import events as E
 from ..core import training as T
 from ..core.checkpoint import check_model_target, load_model, save_model
@@ -33,7 +33,7 @@ from ..core.util import drain
 from ..errors import UserError
 from .workers import WorkerError, predict_many
 
-GUI_THREADS = max(1, (os.cpu_count() or 2) - 1)  # leave a core to napari's event loop
+GUI_THREADS = default_threads()  # leave a core to napari's event loop
 
 
 def default_autosave_dir() -> str:
