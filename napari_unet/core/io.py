@@ -285,19 +285,14 @@ def check_distinct(inputs: dict[str, object], outputs: dict[str, object]) -> Non
                 raise UserError(f"{oname} and {oname2} are the same file '{o}'; give two different paths.")
 
 
-def write_array(path: Path, data: np.ndarray) -> None:
-    """Write atomically: a temporary file in the same folder, then rename (umask permissions)."""
+def write_atomic(path, write, fix: str, suffix: str = ".tmp") -> Path:
+    """Write ``path`` through ``write(tmp)`` into a temporary file of ours in the same folder, then
+    rename it into place with the umask's permissions; a disk error names the file and ``fix``."""
     path = Path(path)
     remove_stale_temps(path.parent, path.name)
-    tmp = temp_path(path, path.suffix)
+    tmp = temp_path(path, suffix)
     try:
-        if path.suffix.lower() == ".npy":
-            with open(tmp, "wb") as f:
-                np.save(f, data)
-        else:
-            import tifffile
-
-            tifffile.imwrite(tmp, data, compression="zlib")
+        write(tmp)
         apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException as e:
@@ -306,5 +301,22 @@ def write_array(path: Path, data: np.ndarray) -> None:
         except OSError:
             pass
         if isinstance(e, OSError):
-            raise disk_error(e, path, "choose another --out") from None
+            raise disk_error(e, path, fix) from None
         raise
+    return path
+
+
+def write_array(path: Path, data: np.ndarray) -> None:
+    """Write atomically: a temporary file in the same folder, then rename (umask permissions)."""
+    path = Path(path)
+
+    def write(tmp):
+        if path.suffix.lower() == ".npy":
+            with open(tmp, "wb") as f:
+                np.save(f, data)
+        else:
+            import tifffile
+
+            tifffile.imwrite(tmp, data, compression="zlib")
+
+    write_atomic(path, write, "choose another --out", suffix=path.suffix)

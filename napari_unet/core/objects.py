@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from pathlib import Path
 
 import numpy as np
@@ -294,21 +293,10 @@ def table_csv(columns: dict[str, np.ndarray]) -> str:
 
 def write_csv(path, columns: dict[str, np.ndarray]) -> Path:
     """Write the measurements atomically (a temporary file in the same folder, then rename)."""
-    from .io import apply_umask, disk_error, temp_path
+    from .io import write_atomic
 
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
+    def write(tmp):
         with open(tmp, "w", encoding="utf-8", newline="") as f:
             f.write(table_csv(columns))
-        apply_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException as e:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(e, OSError):
-            raise disk_error(e, path, "choose another file for the measurements") from None
-        raise
-    return path
+
+    return write_atomic(path, write, "choose another file for the measurements")
