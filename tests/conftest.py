@@ -69,3 +69,16 @@ def notes():
     notification_manager.notification_ready.connect(grab)
     yield got
     notification_manager.notification_ready.disconnect(grab)
+
+
+@pytest.fixture
+def bands():
+    """Dark | medium | bright vertical bands (48x48) and strokes: dark and medium background, bright object."""
+    rng = np.random.default_rng(0)
+    img = np.repeat(np.repeat([[0.0, 0.5, 1.0]], 32, 0), 16, 1).astype(np.float32)
+    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
+    lab = np.zeros(img.shape, np.uint8)
+    lab[4:28, 4:12] = 1
+    lab[4:28, 20:28] = 1
+    lab[4:28, 36:44] = 2
+    return img, lab

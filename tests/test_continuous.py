@@ -13,18 +13,6 @@ from napari_unet.errors import UserError
 from napari_unet.core.util import Notice
 
 
-def _bands():
-    """Dark | medium | bright vertical bands; strokes call dark and medium background, bright object."""
-    rng = np.random.default_rng(0)
-    img = np.repeat(np.repeat([[0.0, 0.5, 1.0]], 32, 0), 16, 1).astype(np.float32)
-    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
-    lab = np.zeros(img.shape, np.uint8)
-    lab[4:28, 4:12] = 1
-    lab[4:28, 20:28] = 1
-    lab[4:28, 36:44] = 2
-    return img, lab
-
-
 def _run(img, lab, box, on_progress, steps, **kw):
     previews, events = [], []
     gen = train(img, lab, model_config=TINY, annotations=box, poll_every=0.0, preview_every=0.0,
@@ -42,8 +30,8 @@ def _run(img, lab, box, on_progress, steps, **kw):
             previews.append((ev.step, to_labels(ev.probabilities)))
 
 
-def test_a_new_label_mid_run_flips_the_prediction():
-    img, lab = _bands()
+def test_a_new_label_mid_run_flips_the_prediction(bands):
+    img, lab = bands
     box = AnnotationMailbox()
     flipped = lab.copy()
     flipped[4:28, 20:28] = 2  # the user now calls the medium band object
@@ -63,8 +51,8 @@ def test_a_new_label_mid_run_flips_the_prediction():
     assert result.history[-1]["inputs"]["annotation_edits"] == 1
 
 
-def test_a_bad_edit_is_a_notice_and_training_goes_on():
-    img, lab = _bands()
+def test_a_bad_edit_is_a_notice_and_training_goes_on(bands):
+    img, lab = bands
     box = AnnotationMailbox()
     bad = lab.copy()
     bad[0, 0] = 9  # a class the model does not have
@@ -74,12 +62,12 @@ def test_a_bad_edit_is_a_notice_and_training_goes_on():
     assert result.steps == 8 and not any(isinstance(e, AnnotationsChanged) for e in events)
 
 
-def test_open_ended_run_ends_when_stopped():
+def test_open_ended_run_ends_when_stopped(bands):
     with pytest.raises(UserError, match="continuous"):
         TrainConfig(steps=None, time_budget=None)
     cfg = TrainConfig(steps=None, time_budget=None, continuous=True)
     assert cfg.continuous and TrainConfig.from_dict(cfg.to_dict()) == cfg
-    img, lab = _bands()
+    img, lab = bands
     seen = []
     gen = train(img, lab, model_config=TINY, should_stop=lambda: len(seen) >= 12,
                 train_config=tiny_train(steps=None, time_budget=None, continuous=True, val_fraction=0))

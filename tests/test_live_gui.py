@@ -11,17 +11,6 @@ from napari_unet.core.inference import to_labels
 from napari_unet.widgets.session import PredictInput, Session, State, TrainInput
 
 
-def _bands():
-    rng = np.random.default_rng(0)
-    img = np.repeat(np.repeat([[0.0, 0.5, 1.0]], 32, 0), 16, 1).astype(np.float32)
-    img += rng.normal(0, 0.02, img.shape).astype(np.float32)
-    lab = np.zeros(img.shape, np.uint8)
-    lab[4:28, 4:12] = 1
-    lab[4:28, 20:28] = 1
-    lab[4:28, 36:44] = 2
-    return img, lab
-
-
 def _tiny(session, steps):
     session.model_config = lambda names, ndim, device: None if session.model else TINY.replace(class_names=names)
     session.train_config = lambda budget, device: tiny_train(steps=steps, lr=1e-2, val_fraction=0)
@@ -29,8 +18,8 @@ def _tiny(session, steps):
     return session
 
 
-def test_session_hands_a_stroke_to_continuous_training_and_autosaves(tmp_path):
-    img, lab = _bands()
+def test_session_hands_a_stroke_to_continuous_training_and_autosaves(bands, tmp_path):
+    img, lab = bands
     s = _tiny(Session(), steps=160)
     s.autosave_dir = str(tmp_path / "auto")
     flipped = lab.copy()
@@ -61,11 +50,11 @@ def test_session_hands_a_stroke_to_continuous_training_and_autosaves(tmp_path):
 
 
 @pytest.fixture
-def live(make_napari_viewer, tmp_path):
+def live(make_napari_viewer, tmp_path, bands):
     from napari_unet.widgets.main import UNetWidget
 
     viewer = make_napari_viewer()
-    img, lab = _bands()
+    img, lab = bands
     image = viewer.add_image(img, name="bands")
     widget = UNetWidget(viewer)
     viewer.window.add_dock_widget(widget)
