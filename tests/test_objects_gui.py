@@ -2,6 +2,7 @@
 count and table -> accept objects -> train again (warm start, objects head kept)."""
 
 import numpy as np
+from scipy import ndimage as ndi
 from test_widget import setup as dock  # noqa: F401 - the same viewer, image and dock as the widget tests
 from test_widget import wait_idle
 
@@ -74,10 +75,14 @@ def test_objects_mode_train_predict_table_accept_retrain(dock, qtbot):
 
     # split one accepted object by painting part of it with a fresh value, then train again: warm start
     data = np.asarray(ann.data)
-    obj = int(max(new_ids, key=lambda v: int((data == v).sum())))  # the largest accepted object
-    mask = data == obj
-    rows = np.nonzero(mask)[0]
-    top = mask & (np.arange(mask.shape[0])[:, None] < np.median(rows))  # its upper half: both parts stay whole
+    def halves(v):  # an object's upper and lower halves, when each is one region (a split the core accepts)
+        mask = data == v
+        top = mask & (np.arange(mask.shape[0])[:, None] < np.median(np.nonzero(mask)[0]))
+        whole = all(ndi.label(part)[1] == 1 for part in (top, mask & ~top))
+        return top if whole else None
+
+    ids = sorted(np.unique(data[data >= 2]), key=lambda v: -int((data == v).sum()))  # largest first
+    top = next(t for t in map(halves, ids) if t is not None)
     fresh = widget.annotate.next_object()
     ann.data[top] = fresh
     events.clear()

@@ -67,7 +67,12 @@ def accept_objects(annotations: Labels, instances: np.ndarray) -> int:
     if not free.any():
         return 0
     base = max(int(data.max()), 1)
-    new = np.where(instances > 0, instances.astype(np.int64) + base, 1)
+    # an object cut into pieces by painted pixels would be one value in several regions, which
+    # objects-mode training refuses: each connected piece of the free pixels gets its own value
+    from skimage.measure import label
+
+    pieces = label(np.where(free, instances, 0), background=0, connectivity=1)
+    new = np.where(pieces > 0, pieces.astype(np.int64) + base, 1)
     top = int(new[free].max())
     if data.dtype.kind in "iu" and top > np.iinfo(data.dtype).max:
         annotations.data = data.astype(np.uint32 if top < 2**32 else np.uint64)
