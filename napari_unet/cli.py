@@ -35,12 +35,15 @@ class _StopOnSignal:
     """While training: the first SIGINT/SIGTERM asks the loop to stop (like the widget's Stop); the loop
     then keeps the best weights and saves them. A second SIGINT interrupts at once."""
 
-    def __init__(self):
+    def __init__(self, quit_on_second: bool = True):
         self.signum = None
         self.old = {}
+        # under torchrun a Ctrl+C reaches each process twice (from the terminal, then from torchrun): there
+        # the second one must not quit at once; torchrun kills the processes after its --shutdown-timeout
+        self.quit_on_second = quit_on_second
 
     def __call__(self, signum, frame):
-        if self.signum is not None and signum == signal.SIGINT:
+        if self.signum is not None and signum == signal.SIGINT and self.quit_on_second:
             raise KeyboardInterrupt
         self.signum = signum
         print(f"\nnapari-unet: {signal.Signals(signum).name} received: stopping after this step and saving "
@@ -62,18 +65,20 @@ class _StopOnSignal:
 
 
 # --------------------------------------------------------------------------- commands
-def _progress_printer(total_steps, time_budget):
+def _progress_printer(total_steps, time_budget, quiet: bool = False):
     from tqdm import tqdm
 
     from .core.training import Progress, Started, Validation
     from .core.util import Notice
 
     by_steps = total_steps is not None and (time_budget is None)
-    bar = tqdm(total=total_steps if by_steps else time_budget, unit="step" if by_steps else "s",
+    bar = tqdm(total=total_steps if by_steps else time_budget, unit="step" if by_steps else "s", disable=quiet,
                file=sys.stderr, dynamic_ncols=True, mininterval=0.5, bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} {unit} {postfix}")
     state = {"val": ""}
 
     def on_event(ev):
+        if quiet:  # the other processes of a torchrun: process 0 reports
+            return
         if isinstance(ev, Started):
             bar.write(f"training on {ev.device}: patch {ev.patch_size}, batch {ev.batch_size}, "
                       f"{ev.n_train_samples} image(s)/plane(s), {ev.n_val_regions} held-out region(s)"
@@ -141,8 +146,13 @@ def cmd_train(args) -> int:
             warn(msg)
     record = {"image": [str(Path(p).resolve()) for p in args.image],
               "labels": [str(Path(p).resolve()) for p in args.labels], "config_file": getattr(args, "config", None)}
-    bar, on_event = _progress_printer(tc.steps, tc.time_budget)
-    with _StopOnSignal() as stop:
+    from .core import ddp
+
+    with ddp.session(args.device) as backend, _StopOnSignal(quit_on_second=backend is None) as stop:
+        if backend is not None and ddp.is_main():
+            print(f"data-parallel training on {ddp.world_size()} processes ({backend}); each trains on its own batch "
+                  "(global batch = processes x batch); process 0 writes the model", file=sys.stderr)
+        bar, on_event = _progress_printer(tc.steps, tc.time_budget, quiet=not ddp.is_main())
         try:
             result = train_blocking(images, labels, model_config=mc, train_config=tc, init=args.init,
                                     channel_axis=args.channel_axis, from_instances=args.from_instances,
@@ -150,6 +160,9 @@ def cmd_train(args) -> int:
                                     should_stop=stop.should_stop, record=record)
         finally:
             bar.close()
+        main_process = ddp.is_main()
+    if not main_process:
+        return EXIT_SIGINT if stop.signum == signal.SIGINT else EXIT_SIGTERM if stop.signum else 0
     if stop.signum is not None and result.steps == 0:
         print("interrupted before the first training step; nothing saved", file=sys.stderr)
     elif stop.signum is not None:

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from ..config import PREVIEW_EVERY, ModelConfig, PredictConfig, TrainConfig, default_presets, default_threads
 from ..errors import UserError
+from . import ddp
 from .checkpoint import Model, check_writable_folder, load_model, save_model, save_or_rescue
 from .data import PatchSampler, Sample, check_annotations, class_counts, make_samples, split_validation
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
@@ -119,7 +120,7 @@ class _Validator:
         loss, count = 0.0, 0
         conf = np.zeros((self.n_classes, self.n_classes), np.int64)
         with torch.inference_mode(), amp_ctx():
-            for img, target, extra in self.items:
+            for img, target, extra in ddp.shard(self.items):  # each process its share, summed below
                 logits = net(torch.from_numpy(img)[None].to(device)).float()
                 tt = torch.from_numpy(target)[None].to(device)
                 lo, n, cf = _metrics_counts(logits[:, :self.n_classes], tt, self.n_classes)
@@ -128,6 +129,7 @@ class _Validator:
                         device), tt, reduction="sum").item()
                 loss, count, conf = loss + lo, count + n, conf + cf
         net.train(was_training)
+        loss, count, conf = ddp.all_sum(loss, count, conf)
         return loss / max(count, 1), mean_object_iou(conf)
 
 
@@ -157,7 +159,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     tc = train_config or TrainConfig()
     if not isinstance(images, (list, tuple)):
         images, labels = [images], [labels]
-    device = get_device(tc.device)
+    device = ddp.local_device(get_device(tc.device))  # cuda:LOCAL_RANK under torchrun
+    if not ddp.is_main():
+        out = preview = None  # process 0 alone writes and previews
 
     # --- model and data
     if init is not None:
@@ -198,6 +202,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                   meta={**model.meta, "image_stats": stats})
     fmt = memory_format_for(mc.ndim, device)
     net = model.net.to(device, memory_format=fmt).train()
+    train_net = ddp.wrap(net, device)  # DDP under torchrun (the forward pass only); else net itself
 
     preset = default_presets(mc.ndim, device.type)[1]
     patch = tc.patch_size or model.patch_size or preset["patch_size"]
@@ -223,7 +228,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     rng = np.random.default_rng(tc.seed)
     torch.manual_seed(tc.seed)
     train_samples, val_regions = split_validation(samples, tc.val_fraction, tuple(max(8, p // 2) for p in patch), rng)
-    sampler = PatchSampler(train_samples, patch, tc.annotated_fraction, tc.augment, seed=tc.seed)
+    sampler = PatchSampler(train_samples, patch, tc.annotated_fraction, tc.augment, seed=ddp.rank_seed(tc.seed))
     validator = _Validator(samples, val_regions, tuple(p // 4 for p in patch), mc.n_classes) if val_regions else None
 
     use_amp = tc.amp and device.type == "cuda"  # float16 needs the gradient scaler
@@ -242,10 +247,10 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     unlabelled = bool(tc.regularizer or tc.consistency or tc.pseudo_labels)
     gen = torch.Generator().manual_seed(tc.seed)  # the teacher's views: seeded runs stay identical
     old_threads = torch.get_num_threads()
-    threads = tc.threads or (default_threads() if device.type == "cpu" else None)
+    threads = tc.threads or (ddp.share_threads(default_threads()) if device.type == "cpu" else None)
     if threads:
         torch.set_num_threads(threads)
-    dev_name = describe(device)
+    dev_name = describe(device) + ddp.describe_suffix()
     run_record["versions"]["device"] = dev_name
     yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
     for msg in few_painted([s.labels for s in samples], mc.class_names):  # sample labels are classes (objects too)
@@ -299,11 +304,12 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
 
     try:
         while True:
-            elapsed = time.perf_counter() - start
+            # under torchrun all processes take process 0's clock and stop together (a no-op otherwise)
+            elapsed, stop_now = ddp.agree(step, time.perf_counter() - start, should_stop is not None and should_stop())
             if (tc.steps is not None and step >= tc.steps) or (tc.time_budget is not None and
                                                                elapsed >= tc.time_budget):
                 break
-            if should_stop is not None and should_stop():
+            if stop_now:
                 stopped = True
                 yield Notice(f"Stopped by the user after {step} steps.")
                 break
@@ -332,7 +338,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 g["lr"] = lr
             try:
                 with amp_ctx():
-                    logits = net(xt)
+                    logits = train_net(xt)
                 class_logits = logits[:, :mc.n_classes]
                 loss = F.cross_entropy(class_logits.float(), yt, weight=class_weight, ignore_index=-1)
                 if t is not None and mc.n_extra:
@@ -345,7 +351,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                     teacher = eval_net if eval_net is not net else None
                     loss = loss + unlabelled_terms(tc, class_logits, xt, yt, teacher, amp_ctx, ramp, class_weight, gen)
                 opt.zero_grad(set_to_none=True)
-                finite = bool(torch.isfinite(loss))
+                finite, lval = ddp.finite_mean(loss)  # all processes step or skip together
                 if finite:
                     scaler.scale(loss).backward()
                     scaler.unscale_(opt)
@@ -356,6 +362,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                     scaler.update()
             except OutOfMemoryError:
                 opt.zero_grad(set_to_none=True)
+                if ddp.active():  # lowering the batch on one process only would desynchronise them
+                    raise UserError("Out of GPU memory; lower --batch-size or --patch-size (each process "
+                                    "trains on its own batch).") from None
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
                 if batch_size > 1:
@@ -378,7 +387,6 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 yield Notice(f"Skipped a step with a non-finite loss or gradient ({bad_steps} in a row).")
                 continue
             bad_steps = 0
-            lval = float(loss.item())
             losses.append(lval)
             loss_avg = lval if loss_avg is None else 0.9 * loss_avg + 0.1 * lval
             if eval_net is not net:
@@ -441,6 +449,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
         which = "averaged" if eval_net is not net else "last"
         kept = f"{which} weights (step {step}; too little annotation to hold some out for validation)"
     net.eval()
+    ddp.debug_dump(net, sampler_seed=ddp.rank_seed(tc.seed))
     final = _with_history(model, [session(step, kept)], patch)
     if out is not None and not (stopped and step == 0):  # stopped before any step: nothing new to save
         save_or_rescue(final, out)
