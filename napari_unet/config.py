@@ -24,6 +24,11 @@ OBJECT_HEADS: tuple[str, ...] = get_args(ObjectHead)
 
 DEMO_TIME_BUDGET = 30.0  # seconds of training in `napari-unet demo` (headless and in napari)
 PREVIEW_EVERY = 3.0  # seconds between live previews of the plane in view while training
+# the GUI keeps a prediction's outputs (float32 probabilities + labels) in memory up to this many bytes
+# (or a quarter of the available memory when psutil can tell, whichever is less); larger outputs are
+# written to zarr stores on disk and shown lazily
+GUI_OUTPUT_MEMORY_BYTES = 1 << 30
+GUI_PREVIEW_PIXELS = 4096 * 4096  # a lazy image's live preview predicts the plane in view up to this size
 
 
 def _check(cond: bool, msg: str) -> None:

@@ -18,6 +18,7 @@ MIN_PIXELS = 50  # painted pixels below which a class is "very few"
 PATIENCE = 8  # validations in a row worse than the best
 ONE_CLASS = 0.998  # share of pixels of one class that makes a prediction "all one class"
 STAT_KEYS = ("p5", "p50", "p95", "mean", "std", "noise")
+MAX_STAT_SAMPLES = 1_000_000  # image statistics read at most about this many pixels (a strided subsample)
 LOCATION_TOL = 0.25  # normalised units (0..1 = the image's low..high percentiles) beyond the training range
 SCALE_FACTOR = 2.5  # std / noise more than this factor outside the training range
 
@@ -82,7 +83,7 @@ def one_class(prediction: np.ndarray, class_names=(), share: float = ONE_CLASS) 
 
 # --------------------------------------------------------------------------- image statistics
 def image_statistics(image, channel_axis: int | None = None, low: float = 1.0, high: float = 99.8,
-                     percentiles: np.ndarray | None = None, max_samples: int = 1_000_000) -> list[dict]:
+                     percentiles: np.ndarray | None = None, max_samples: int | None = None) -> list[dict]:
     """Per channel, statistics of the normalised image (as the network sees it), from a subsample.
 
     ``p5``/``p50``/``p95``/``mean``/``std`` of the values, and ``noise``: a robust estimate of the
@@ -95,6 +96,7 @@ def image_statistics(image, channel_axis: int | None = None, low: float = 1.0, h
         percentiles = compute_percentiles(view, low, high)
     sp = view.spatial_shape
     # a strided subsample in the leading axes and Y, but whole X rows: neighbours stay neighbours
+    max_samples = max_samples or MAX_STAT_SAMPLES
     n = int(np.prod(sp))
     stride = max(1, int(np.ceil((n / max_samples) ** (1 / max(1, len(sp) - 1)))))
     sub = normalize(view.read(tuple(slice(None, None, stride) for _ in sp[:-1]) + (slice(None),)), percentiles)

@@ -182,13 +182,16 @@ class Sample:
 
 
 def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axis, norm_low: float,
-                 norm_high: float, from_instances: bool = False, objects: bool = False) -> list[Sample]:
+                 norm_high: float, from_instances: bool = False, objects: bool = False,
+                 percentiles=None) -> list[Sample]:
     """Pair, check and normalise images and annotations.
 
     2D models split stacks into planes and keep the annotated planes only; 3D models take ZYX, or the
     annotated time points of TZYX.
     ``objects``: annotations hold one value per object (see core/objects.py); the samples get
     semantic labels (1 background, 2 object) and the objects head's targets.
+    ``percentiles``: per image, the (C, 2) normalisation percentiles to use, or None to compute them
+    from the image (the GUI trains on a crop of a big image normalised as the whole image is).
     """
     if len(images) != len(labels):
         raise UserError(f"Got {len(images)} image(s) but {len(labels)} annotation array(s); give one "
@@ -196,6 +199,7 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
     if not images:
         raise UserError("No training images were given.")
     axes = channel_axis if isinstance(channel_axis, (list, tuple)) else [channel_axis] * len(images)
+    pcts = list(percentiles) if percentiles is not None else [None] * len(images)
     samples = []
     for i, (img, lab, ax) in enumerate(zip(images, labels, axes)):
         view = ImageView(img, ax)
@@ -223,7 +227,7 @@ def make_samples(images, labels, ndim: int, in_channels: int | None, channel_axi
                             f"axes {view.spatial_shape}. Use a 2D model for this image.")
         if ndim == 2 and sp > 4:
             raise UserError(f"Image {i + 1} has {sp} spatial axes; at most 4 (e.g. TZYX) are supported.")
-        pct = compute_percentiles(view, norm_low, norm_high)
+        pct = pcts[i] if pcts[i] is not None else compute_percentiles(view, norm_low, norm_high)
         if ndim == 3 and sp == 3:
             samples.append(_sample(normalize(view.read((slice(None),) * 3), pct), lab, objects))
             continue

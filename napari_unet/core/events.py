@@ -134,12 +134,17 @@ class PredictResult:
 
     Objects mode: ``instances`` (0 background, 1..N) and ``measurements`` (``core.objects.measure``
     columns), decoded in the worker; None otherwise.
+    Outputs too big for memory: ``probabilities`` and ``labels`` are lazy arrays over the zarr stores
+    in folder ``stored`` (the argmax labels were written tile by tile); otherwise ``labels`` is None
+    (the receiver takes the argmax).
     """
 
     name: str
     probabilities: np.ndarray
     instances: np.ndarray | None = None
     measurements: dict | None = None
+    labels: object | None = None
+    stored: str | None = None
 
 
 TrainEvent = Union[Started, Progress, Validation, Preview, Saved, AnnotationsChanged, Notice]

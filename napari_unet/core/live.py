@@ -113,7 +113,10 @@ class LiveData:
 
     def _samples(self, i: int, lab: np.ndarray) -> list[Sample]:
         ndim, in_ch, low, high = self.args
-        return make_samples([self.images[i]], [lab], ndim, in_ch, [self.axes[i]], low, high, **self.kwargs)
+        kwargs = dict(self.kwargs)
+        if kwargs.get("percentiles") is not None:  # per image: this image's only
+            kwargs["percentiles"] = [kwargs["percentiles"][i]]
+        return make_samples([self.images[i]], [lab], ndim, in_ch, [self.axes[i]], low, high, **kwargs)
 
     def _planes(self, lab: np.ndarray) -> list[tuple]:
         """Index of each sample of an image in its stack, in make_samples' order (annotated planes)."""

@@ -139,7 +139,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
           objects: bool | None = None, out=None,
           preview: PreviewSource | None = None, preview_every: float = PREVIEW_EVERY,
           should_stop: Callable[[], bool] | None = None, record: dict | None = None,
-          annotations: AnnotationSource | None = None, poll_every: float = 1.0
+          annotations: AnnotationSource | None = None, poll_every: float = 1.0, percentiles=None
           ) -> Generator[object, None, TrainResult]:
     """Train a U-Net on images and annotations (0 ignored, 1 background, 2.. classes).
 
@@ -155,6 +155,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     ``annotations``: an annotation source (:mod:`napari_unet.core.live`) polled every ``poll_every``
     seconds; changed annotations are swapped in (new strokes favoured, validation split redrawn).
     With ``train_config.continuous`` training runs until ``should_stop()`` (or a given budget).
+    ``percentiles``: per image, (C, 2) normalisation percentiles or None (computed from the image), for
+    images that are crops of a larger one (normalised as the whole, like its prediction).
     """
     tc = train_config or TrainConfig()
     if not isinstance(images, (list, tuple)):
@@ -182,7 +184,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     objects = mc.objects if objects is None else bool(objects)
     in_ch = mc.in_channels if model is not None else None
     samples = make_samples(images, labels, mc.ndim, in_ch, channel_axis, mc.norm_low, mc.norm_high,
-                           from_instances=from_instances, objects=objects)
+                           from_instances=from_instances, objects=objects, percentiles=percentiles)
     if not samples:
         raise UserError("No plane of the images has an annotated pixel; paint some background (label 1) "
                         "and some objects (label 2) first.")
@@ -196,8 +198,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     # intensity statistics of the training images (merged with earlier runs'): prediction warns when an
     # image lies far outside them. A new dict: a Model passed in by the caller is never altered.
     axes = channel_axis if isinstance(channel_axis, (list, tuple)) else [channel_axis] * len(images)
-    stats = merge_statistics(model.meta.get("image_stats"),
-                             [image_statistics(im, ax, mc.norm_low, mc.norm_high) for im, ax in zip(images, axes)])
+    pcts = list(percentiles) if percentiles is not None else [None] * len(images)
+    stats = merge_statistics(model.meta.get("image_stats"), [image_statistics(im, ax, mc.norm_low, mc.norm_high, p)
+                                                             for im, ax, p in zip(images, axes, pcts)])
     model = Model(net=model.net, config=mc, patch_size=model.patch_size, history=model.history,
                   meta={**model.meta, "image_stats": stats})
     fmt = memory_format_for(mc.ndim, device)
@@ -272,7 +275,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     live = None if annotations is None else LiveAnnotations(
         annotations, images, labels, ndim=mc.ndim, in_channels=mc.in_channels, channel_axis=channel_axis,
         norm_low=mc.norm_low, norm_high=mc.norm_high, from_instances=from_instances, n_classes=mc.n_classes,
-        train_config=tc, poll_every=poll_every, objects=objects)
+        train_config=tc, poll_every=poll_every, objects=objects, percentiles=percentiles)
 
     def session(n_steps: int, kept: str) -> dict:
         kept_losses, every = thin_losses(losses)

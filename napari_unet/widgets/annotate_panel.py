@@ -10,6 +10,7 @@ from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from ..config import ModelConfig
 from ..errors import UserError
+from . import big
 from . import layers as L
 from .session import PredictInput, TrainInput, parse_class_names, snapshot, training_summary
 
@@ -162,23 +163,33 @@ class AnnotatePanel(QWidget):
         ann.metadata.setdefault(L.LINK_KEY, img.name)  # picked together: linked for 'all annotated images'
         return [(img, ann)]
 
-    def train_inputs(self, pairs) -> list[TrainInput]:
-        """Copies of the images (channels last) and annotations, made here on the main thread for the worker."""
+    def train_inputs(self, pairs, ndim: int = 2) -> list[TrainInput]:
+        """Copies of the images (channels last) and annotations, made here on the main thread for the worker.
+
+        A lazy (dask, zarr, multiscale) image is not copied whole: only its annotated crop for a ``ndim``
+        model (widgets/big.py)."""
         chans = self.channel_layers()
         out = []
         for img, ann in pairs:
             if chans and img is chans[0]:
                 data, ax, names = L.stack_channels(chans), -1, tuple(c.name for c in chans)
             else:
-                data, ax, names = np.array(L.image_data(img), copy=True), L.channel_axis(img), ()
+                data, ax, names = L.image_data(img), L.channel_axis(img), ()
+                data = big.as_dask(data) if big.is_lazy(data) else np.array(data, copy=True)
                 if ax is not None:  # channels last: planes and time points index the leading axes
                     data, ax = np.moveaxis(data, ax, -1), -1
+            labels, lazy = np.array(ann.data, copy=True), {}
+            if big.is_lazy(data):
+                model = self.session.model
+                margin = big.patch_margin(model.config.ndim if model is not None else ndim, model)
+                crop, labels, region = big.train_crop(data, labels, len(margin), margin, self.instances.value)
+                data, lazy = crop, {"source": data, "region": region}
             need = self.session.model.config.in_channels if self.session.model is not None else None
             have = 1 if ax is None else data.shape[-1]
             if need and have != need:
                 raise UserError(f"The model takes {need} channel(s) but '{img.name}' gives {have}; select {need} "
                                 "layers under 'channels', or press New model.")
-            out.append(TrainInput(img.name, data, np.array(ann.data, copy=True), ax, names))
+            out.append(TrainInput(img.name, data, labels, ax, names, **lazy))
         self.summary.setText(training_summary(out, self.class_names(), self.instances.value))
         self.summary.setVisible(True)
         return out

@@ -10,6 +10,7 @@ from napari.layers import Image, Labels
 from napari.utils.colormaps import Colormap, DirectLabelColormap, ensure_colormap
 
 from .._colors import MAX_COLOURED, label_color_dict
+from . import big
 from ..errors import UserError
 
 # perceptual maps (brightness grows with probability), drawn translucent so the image shows through
@@ -74,7 +75,8 @@ def spatial_shape(layer: Image) -> tuple[int, ...]:
 def stack_channels(layers) -> np.ndarray:
     """A copy of the image layers stacked as channels on the last axis, after checking that they fit.
 
-    The worker reads this copy; the layers stay as they are.
+    The worker reads this copy; the layers stay as they are. Lazy (dask, zarr) layers are stacked
+    lazily (a dask array, nothing read).
     """
     first = layers[0]
     for lay in layers:
@@ -87,7 +89,12 @@ def stack_channels(layers) -> np.ndarray:
         if not np.allclose(lay.scale, first.scale) or not np.allclose(lay.translate, first.translate):
             raise UserError(f"Channel layers '{first.name}' and '{lay.name}' differ in scale or position; pick "
                             "aligned channels of the same image.")
-    return np.stack([np.asarray(image_data(lay)) for lay in layers], axis=-1)
+    data = [image_data(lay) for lay in layers]
+    if any(big.is_lazy(d) for d in data):
+        import dask.array as da
+
+        return da.stack([big.as_dask(d) for d in data], axis=-1)
+    return np.stack([np.asarray(d) for d in data], axis=-1)
 
 
 def annotation_name(image: Image) -> str:

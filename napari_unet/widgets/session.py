@@ -31,6 +31,7 @@ from ..core.live import AnnotationMailbox
 from ..core.metrics import agreement
 from ..core.util import drain
 from ..errors import UserError
+from . import big
 from .workers import WorkerError, predict_many
 
 GUI_THREADS = default_threads()  # leave a core to napari's event loop
@@ -63,6 +64,10 @@ class TrainInput:
     labels: np.ndarray
     channel_axis: int | None
     channel_names: tuple[str, ...] = ()  # the layers stacked as channels, in order (none: one layer)
+    # a lazy (dask/zarr) image: ``image``/``labels`` are the annotated crop read by big.train_crop, ``source``
+    # the whole lazy image (channels as ``image``; its percentiles and the live preview) and ``region`` the crop
+    source: object = None
+    region: tuple | None = None
 
 
 @dataclass(frozen=True)
@@ -158,6 +163,8 @@ class Session:
         self.mailbox: AnnotationMailbox | None = None  # continuous training: annotation copies for the worker
         self.training_names: list[str] = []  # image names of the running training, in its order
         self.autosave_dir: str | None = default_autosave_dir()  # None or "": no autosave
+        self.outputs_dir: str | None = None  # outputs too big for memory; None: next to the autosave folder
+        self._regions: dict[str, tuple] = {}  # image name -> the crop trained on (lazy images)
         self._worker = None
         self._result = None
         self._failed = False
@@ -257,8 +264,18 @@ class Session:
         self.record_rounds(inputs, objects)
         first = inputs[0]
         norm = self.model.config if self.model is not None else mc
-        pct = compute_percentiles(ImageView(first.image, first.channel_axis), norm.norm_low, norm.norm_high)
-        self._preview = (first.image, first.channel_axis, pct, norm.ndim) if preview else None
+        # a crop of a lazy image is normalised as the whole image (a strided sample of it), like its prediction
+        pcts = [None if i.source is None else compute_percentiles(ImageView(i.source, i.channel_axis), norm.norm_low,
+                                                                   norm.norm_high) for i in inputs]
+        self._regions = {i.name: i.region for i in inputs if i.region is not None}
+        src = first.image if first.source is None else first.source
+        pct = pcts[0] if pcts[0] is not None else compute_percentiles(ImageView(src, first.channel_axis),
+                                                                      norm.norm_low, norm.norm_high)
+        refusal = None if first.source is None else big.preview_refusal(
+            ImageView(src, first.channel_axis).spatial_shape, norm.ndim, norm.n_classes)
+        if preview and refusal:
+            notice, preview = (notice + " " if notice else "") + refusal, False
+        self._preview = (src, first.channel_axis, pct, norm.ndim) if preview else None
         self.preview_name = first.name
         self._request = None
         self._stop.clear()
@@ -272,7 +289,8 @@ class Session:
                   objects=True if objects and self.model is not None else None,  # None: as the model
                   preview=self.preview_request if preview else None, preview_every=self.preview_every,
                   should_stop=self._stop.is_set, annotations=self.mailbox, out=self.autosave_dir or None,
-                  record={"rounds": [dict(r) for r in self.rounds]})  # rounds go into the model's history
+                  record={"rounds": [dict(r) for r in self.rounds]},  # rounds go into the model's history
+                  percentiles=pcts if any(p is not None for p in pcts) else None)
         return names
 
     def update_preview(self, current_step: tuple[int, ...]) -> None:
@@ -298,6 +316,8 @@ class Session:
         continuous training. Returns whether it was handed over."""
         if self.mailbox is None or self.state != State.TRAINING or name not in self.training_names:
             return False
+        if name in self._regions:  # a lazy image trains on a crop: the same crop of the annotations
+            labels = big.crop(np.asarray(labels), self._regions[name])
         self.mailbox.put(self.training_names.index(name), labels)  # copies, here on the main thread
         return True
 
@@ -317,7 +337,10 @@ class Session:
         """Dice between the last prediction and the (corrected) annotations: how much the user changed."""
         for item in inputs:
             pred = self.round_predictions.pop(item.name, None)
+            if pred is not None and item.region is not None and pred.ndim == len(item.region):
+                pred = big.crop(pred, item.region)  # the crop trained on
             if pred is not None and pred.shape == item.labels.shape and item.labels.any():
+                pred = np.asarray(pred)
                 labels = np.minimum(item.labels, 2) if objects else item.labels  # object ids -> the object class
                 self.rounds.append({"image": item.name, "dice": agreement(pred, labels)})
                 self.rounds_changed.emit(self.rounds)
@@ -341,10 +364,29 @@ class Session:
             raise UserError("There is no model yet: train one or load a model folder first.")
         if not inputs:
             raise UserError("Select an image layer to predict.")
+        stores = self.output_stores(inputs)
+        if stores and self.objects_mode(objects):
+            raise UserError(f"The outputs of '{next(iter(stores))}' do not fit in memory, and objects are found in "
+                            "memory; predict objects with `napari-unet predict --instances-out X.zarr`, or crop.")
+        if any(i.time_axis is not None for i in inputs if i.name in stores):
+            raise UserError("This time-lapse's outputs do not fit in memory; predict it with `napari-unet predict "
+                            "--out X.zarr`, or one time point at a time.")
         self._failed = False
         self.set_state(State.PREDICTING)
+        for name, store in stores.items():
+            self.event.emit(E.Notice(f"The outputs of '{name}' do not fit in memory: writing them to {store} "
+                                     "(zarr) and showing them from there."))
         extra = {"objects": True, "scales": {i.name: i.scale for i in inputs}} if self.objects_mode(objects) else {}
-        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis, i.time_axis) for i in inputs], **extra)
+        self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis, i.time_axis, stores.get(i.name))
+                                             for i in inputs], **extra)
+
+    def output_stores(self, inputs: list[PredictInput]) -> dict:
+        """Image name -> the folder for outputs that would not fit in memory (see widgets/big.py)."""
+        folder = self.outputs_dir or big.outputs_folder(self.autosave_dir)
+        n = self.model.config.n_classes
+        stores = {i.name: big.store_for(i.name, ImageView(i.data, i.channel_axis).spatial_shape, n, folder)
+                  for i in inputs}
+        return {k: v for k, v in stores.items() if v is not None}
 
     # ------------------------------------------------------------------ model folders
     def save(self, folder, overwrite: bool = False):
@@ -383,7 +425,7 @@ class Session:
         if self.closed:
             return
         if isinstance(ev, E.PredictResult):
-            labels = to_labels(ev.probabilities)
+            labels = to_labels(ev.probabilities) if ev.labels is None else ev.labels
             self.round_predictions[ev.name] = labels
             self.predicted.emit(ev.name, ev.probabilities, labels)
             if ev.instances is not None:

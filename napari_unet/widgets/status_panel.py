@@ -77,6 +77,8 @@ class StatusPanel(QWidget):
         elif isinstance(ev, E.AnnotationsChanged):
             self._edits = f"; your edits in use since step {ev.step}"
         elif isinstance(ev, E.Notice):
+            if self.session.state == State.PREDICTING:  # e.g. where outputs too big for memory are written
+                self.label.setText(ev.message)
             show_info(ev.message)
 
     def _on_trained(self, result):

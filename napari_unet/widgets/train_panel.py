@@ -129,7 +129,8 @@ class TrainPanel(QWidget):
     def _train(self):
         pairs = self.annotate.pairs()
         names = self.session.start_training(
-            self.annotate.train_inputs(pairs), self.annotate.class_names(), ndim=int(self.ndim.value[0]),
+            self.annotate.train_inputs(pairs, int(self.ndim.value[0])), self.annotate.class_names(),
+            ndim=int(self.ndim.value[0]),
             device=self.device.value, time_budget=self.budget.value, from_instances=self.annotate.instances.value,
             preview=self.preview.value, view_step=tuple(self.viewer.dims.current_step), continuous=self.keep.value,
             objects=self.annotate.objects.value)

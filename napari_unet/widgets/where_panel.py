@@ -58,8 +58,8 @@ class WherePanel(QWidget):
 
     def update(self, name: str, probs: np.ndarray, key=None) -> None:
         """Refresh the layer and the lists for image ``name`` (``key``: the plane of a stack, or None)."""
-        if not self.enabled.value or name not in self.viewer.layers:
-            return
+        if not self.enabled.value or name not in self.viewer.layers or not isinstance(probs, np.ndarray):
+            return  # outputs on disk (too big for memory, widgets/big.py): no uncertainty map
         image, self._name = self.viewer.layers[name], name
         key = tuple(key) if key else ()
         u = uncertainty_map(probs, self.kind.value)

@@ -7,6 +7,7 @@ import numpy as np
 from ..core.events import PredictResult
 from ..core.inference import predict_iter, predict_time_iter, split_outputs
 from ..core.objects import instances_from_output, measure
+from .big import predict_stored
 
 
 class WorkerError(Exception):
@@ -24,8 +25,10 @@ def shielded(fn, *args, **kwargs):
 
 
 def predict_many(model, jobs, objects: bool = False, scales: dict | None = None):
-    """Worker body: jobs are (name, data, channel_axis[, time_axis]); yields progress, then a PredictResult
-    per image. With a time axis the time points are predicted one after another (a 3D model on TZYX).
+    """Worker body: jobs are (name, data, channel_axis[, time_axis[, store]]); yields progress, then a
+    PredictResult per image. With a time axis the time points are predicted one after another (a 3D
+    model on TZYX). With a ``store`` folder the outputs are written there tile by tile (zarr) and come
+    back as lazy arrays (``big.predict_stored``: outputs too big for memory).
 
     ``objects``: also decode the objects and measure them here, off the GUI thread (not for time-lapses);
     ``scales`` maps an image name to its pixel size per spatial axis (areas in those units, anisotropic
@@ -33,6 +36,11 @@ def predict_many(model, jobs, objects: bool = False, scales: dict | None = None)
     """
     for name, data, ax, *rest in jobs:
         t = rest[0] if rest else None
+        store = rest[1] if len(rest) > 1 else None
+        if store is not None:
+            probs, labels = yield from predict_stored(model, data, ax, store)
+            yield PredictResult(name, probs, labels=labels, stored=str(store))
+            continue
         if t is not None:
             probs = yield from predict_time_iter(model, data, time_axis=t, channel_axis=ax, name=f"'{name}'")
             yield PredictResult(name, probs)
