@@ -80,7 +80,9 @@ def _progress_printer(total_steps, time_budget, quiet: bool = False):
         if quiet:  # the other processes of a torchrun: process 0 reports
             return
         if isinstance(ev, Started):
+            vox = ev.model_config.voxel_size
             bar.write(f"training on {ev.device}: patch {ev.patch_size}, batch {ev.batch_size}, "
+                      + (f"voxel size {tuple(vox)} (pooling {ev.model_config.pool_plan}), " if vox else "") +
                       f"{ev.n_train_samples} image(s)/plane(s), {ev.n_val_regions} held-out region(s)"
                       + (", continuing from the given model" if ev.warm_start else ""), file=sys.stderr)
         elif isinstance(ev, Progress):
@@ -135,7 +137,11 @@ def cmd_train(args) -> int:
         arch = default_presets(args.ndim, get_device(args.device).type)[0]
         arch.update({k: v for k, v in (("width", args.width), ("depth", args.depth)) if v})
         mc = ModelConfig(**{**arch, **model_extra, "ndim": args.ndim, **({"class_names": names} if names else {})})
-    images = [read_array(p) for p in args.image]
+    from .core.io import read_image
+
+    infos = [read_image(p) for p in args.image]
+    images = [i.array for i in infos]
+    voxel = args.voxel_size or _metadata_voxel(infos, args.image, 3 if args.init else args.ndim)
     labels = [np.asarray(read_array(p, "labels")) for p in args.labels]
     if names:
         _check_names_match(names, labels, args.from_instances)
@@ -157,7 +163,7 @@ def cmd_train(args) -> int:
             result = train_blocking(images, labels, model_config=mc, train_config=tc, init=args.init,
                                     channel_axis=args.channel_axis, from_instances=args.from_instances,
                                     out=args.out, objects=True if args.objects else None, on_event=on_event,
-                                    should_stop=stop.should_stop, record=record)
+                                    should_stop=stop.should_stop, record=record, voxel_size=voxel)
         finally:
             bar.close()
         main_process = ddp.is_main()
@@ -173,6 +179,22 @@ def cmd_train(args) -> int:
     print(f"saved model to {args.out}: {result.steps} steps in {result.seconds:.1f} s on {result.device}; "
           f"kept {result.kept}")
     return 0
+
+
+def _metadata_voxel(infos, paths, need: int):
+    """The first image's voxel size from its metadata (with at least ``need`` axes), or None; a warning
+    when another image's differs (training uses the first)."""
+    from .core.anisotropy import MISMATCH
+
+    first = infos[0].voxel_size
+    if not first or len(first) < need:
+        return None
+    for info, p in zip(infos[1:], paths[1:]):
+        other = info.voxel_size
+        if other and len(other) == len(first) and any(abs(o - f) > MISMATCH * f for o, f in zip(other, first)):
+            print(f"napari-unet: warning: '{p}' has voxel size {tuple(other)} but '{paths[0]}' {tuple(first)}; "
+                  "the model records the first (give --voxel-size to choose)", file=sys.stderr)
+    return list(first)
 
 
 def _class_names_arg(text, init) -> tuple[str, ...] | None:
@@ -315,6 +337,8 @@ def build_parser() -> argparse.ArgumentParser:
     from .cli_objects import add_predict_options, add_train_options, add_voxel_option
 
     add_train_options(t)
+    add_voxel_option(t, "voxel size of the images (Z Y X for --ndim 3, e.g. 4 1 1 or 4,1,1): a 3D model pools a "
+                        "coarse Z less (stored in the model; default: from the first image's metadata)")
     t.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for training (default: all cores but one)")
     t.add_argument("--no-amp", action="store_true",

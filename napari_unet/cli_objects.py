@@ -7,6 +7,7 @@ and the count error beside the pixel IoU.
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -30,10 +31,26 @@ def add_predict_options(parser) -> None:
     add_voxel_option(parser)
 
 
-def add_voxel_option(parser) -> None:
-    parser.add_argument("--voxel-size", type=float, nargs="+", default=None,
-                        help="pixel/voxel size per spatial axis (e.g. Z Y X in um): areas and volumes in these "
-                             "units, anisotropic distances for splitting objects")
+def _numbers(text: str) -> list[float]:
+    """One --voxel-size word: a number, or several separated by commas ("4,1,1")."""
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number or comma-separated numbers: {text!r}") from None
+
+
+class _Flatten(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):
+        setattr(namespace, self.dest, [v for word in values for v in word])
+
+
+VOXEL_HELP = ("pixel/voxel size per spatial axis (Z Y X, e.g. 4 1 1 or 4,1,1, in um): areas and volumes in these "
+              "units, anisotropic distances for splitting objects; a model trained at another voxel size gets a "
+              "notice (default: from the image's metadata)")
+
+
+def add_voxel_option(parser, help: str = VOXEL_HELP) -> None:
+    parser.add_argument("--voxel-size", type=_numbers, nargs="+", action=_Flatten, default=None, help=help)
 
 
 def check_predict_outputs(args) -> tuple[Path | None, Path | None]:

@@ -93,6 +93,12 @@ def predict_file(model, image_path, out, labels_out, args, on_event, object_path
 
     spatial = ImageView(info.array, channel_axis).spatial_shape
     voxel = info.voxel_size if info.voxel_size and len(info.voxel_size) == len(spatial) else None
+    from .core.anisotropy import voxel_mismatch
+    from .core.util import Notice
+
+    note = voxel_mismatch(model.config.voxel_size, getattr(args, "voxel_size", None) or voxel, f"'{image_path}'")
+    if note:  # a notice, not an error: the prediction may still be fine (see docs/big-data.md)
+        on_event(Notice(note))
     with Outputs(out, labels_out, n_classes=model.config.n_classes, spatial=spatial, voxel_size=voxel,
                  unit=info.unit, model_ndim=model.config.ndim) as outputs:
         if getattr(args, "time_axis", None) is not None:  # a 3D model on TZYX: time point after time point

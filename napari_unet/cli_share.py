@@ -32,6 +32,7 @@ FLAG_FIELDS = {
     "time_budget": ("train", "time_budget"), "patch_size": ("train", "patch_size"),
     "batch_size": ("train", "batch_size"), "threads": ("train", "threads"), "ndim": ("model", "ndim"),
     "width": ("model", "width"), "depth": ("model", "depth"), "class_names": ("model", "class_names"),
+    "voxel_size": ("model", "voxel_size"),
 }
 TOP_KEYS = {k for s, k in FLAG_FIELDS.values() if s is None} | {"model", "train"}
 

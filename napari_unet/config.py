@@ -86,6 +86,10 @@ class ModelConfig(_DictMixin):
     object_head: ObjectHead = "none"
     # the input channels' names in order (the image layers they came from); () = unnamed (old folders)
     channel_names: tuple[str, ...] = ()
+    # physical size of a voxel per spatial axis (ZYX for 3D; any unit, only ratios shape the network) the
+    # model was trained at; None: isotropic or unknown (old folders). Anisotropic voxels change how the
+    # network pools and convolves (core/anisotropy.py, nnU-Net's rule); isotropic ones give the plain U-Net.
+    voxel_size: tuple[float, ...] | None = None
 
     def __post_init__(self):
         _check(self.ndim in (2, 3), f"ndim must be 2 or 3, got {self.ndim!r}.")
@@ -107,6 +111,12 @@ class ModelConfig(_DictMixin):
                and len(self.channel_names) in (0, self.in_channels),
                f"channel_names must name each of the {self.in_channels} input channel(s) or be empty, "
                f"got {self.channel_names!r}.")
+        if isinstance(self.voxel_size, (list, tuple)) and all(_is_num(v) for v in self.voxel_size):
+            object.__setattr__(self, "voxel_size", tuple(float(v) for v in self.voxel_size))  # JSON gives ints too
+        _check(self.voxel_size is None or (isinstance(self.voxel_size, tuple) and len(self.voxel_size) == self.ndim
+               and all(_is_num(v) and 0 < v < float("inf") for v in self.voxel_size)),
+               f"voxel_size must be {self.ndim} positive numbers (one per spatial axis, ZYX in 3D) or none, "
+               f"got {self.voxel_size!r}.")
 
     @property
     def n_classes(self) -> int:
@@ -122,8 +132,30 @@ class ModelConfig(_DictMixin):
         return self.object_head != "none"
 
     @property
+    def pool_plan(self) -> tuple[tuple[int, ...], ...]:
+        """Pooling factor per axis at each level (all 2 unless the voxels are anisotropic)."""
+        from .core.anisotropy import pool_plan
+
+        return pool_plan(self.voxel_size, self.depth, self.ndim)
+
+    @property
+    def conv_kernels(self) -> tuple[tuple[int, ...], ...]:
+        """Convolution kernel per axis at each encoder level and the bottom (all 3 unless anisotropic)."""
+        from .core.anisotropy import conv_kernels
+
+        return conv_kernels(self.voxel_size, self.depth, self.ndim)
+
+    @property
+    def size_multiples(self) -> tuple[int, ...]:
+        """Each spatial size is padded to a multiple of these (2**depth per axis unless anisotropic)."""
+        from .core.anisotropy import size_multiples
+
+        return size_multiples(self.voxel_size, self.depth, self.ndim)
+
+    @property
     def size_multiple(self) -> int:
-        return 2 ** self.depth
+        """The largest of :attr:`size_multiples` (2**depth)."""
+        return max(self.size_multiples)
 
 
 @dataclass(frozen=True)

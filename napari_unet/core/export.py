@@ -64,9 +64,8 @@ def _cpu_float_net(model: Model) -> torch.nn.Module:
 
 
 def _example(model: Model) -> torch.Tensor:
-    m = model.config.size_multiple
-    n = 2 * m if model.config.ndim == 2 else m
-    return torch.rand((1, model.config.in_channels) + (max(n, 16),) * model.config.ndim)
+    k = 2 if model.config.ndim == 2 else 1
+    return torch.rand((1, model.config.in_channels) + tuple(max(k * m, 16) for m in model.config.size_multiples))
 
 
 def _trace(model: Model):
@@ -109,12 +108,12 @@ def _write_onnx(model: Model, path: Path) -> None:
 def _test_input(model: Model, image=None, channel_axis=None) -> np.ndarray:
     """A raw (unnormalised) float32 test image (1, C, *spatial) of a size the package accepts."""
     mc = model.config
-    m = mc.size_multiple
+    mult = mc.size_multiples
     want = (256, 256) if mc.ndim == 2 else (32, 64, 64)
     if image is None:
         from .synthetic import make_nuclei
 
-        shape = tuple(max(2 * m, -(-w // 4) // m * m) for w in want)  # 64x64 / 8x16x16 at depth 3
+        shape = tuple(max(2 * m, -(-w // 4) // m * m) for w, m in zip(want, mult))  # 64x64 / 8x16x16 at depth 3
         base = make_nuclei(shape, seed=0).image
         chans = [base * (1.0 - 0.2 * c) for c in range(mc.in_channels)]
         return np.stack(chans)[None].astype(np.float32)
@@ -127,9 +126,9 @@ def _test_input(model: Model, image=None, channel_axis=None) -> np.ndarray:
         raise UserError(f"The {mc.ndim}D model needs a test image with {mc.ndim} spatial axes, got {sp}.")
     lead = tuple(s // 2 for s in sp[:len(sp) - mc.ndim])  # a 2D model on a stack: its middle plane
     sp = sp[len(sp) - mc.ndim:]
-    size = [min(w, s // m * m) for w, s in zip(want, sp)]
-    if min(size) < m:
-        raise UserError(f"The test image {sp} is smaller than the model's minimum size {m} per axis; "
+    size = [min(w, s // m * m) for w, s, m in zip(want, sp, mult)]
+    if any(n < m for n, m in zip(size, mult)):
+        raise UserError(f"The test image {sp} is smaller than the model's minimum size {mult}; "
                         "choose a larger image.")
     starts = [(s - n) // 2 for s, n in zip(sp, size)]
     block = view.read(lead + tuple(slice(a, a + n) for a, n in zip(starts, size)))
@@ -164,6 +163,13 @@ def _cover(path: Path, test_input: np.ndarray, output: np.ndarray, class_names) 
     fig.savefig(path)
 
 
+def _mult_text(mc) -> str:
+    m = mc.size_multiples
+    if len(set(m)) == 1:
+        return f"{m[0]} (2^depth)"
+    return " x ".join(str(v) for v in m) + f" ({'ZYX'[-mc.ndim:]}; anisotropic voxels {mc.voxel_size})"
+
+
 def _readme(model: Model, name: str) -> str:
     from .record import summary_lines
 
@@ -171,7 +177,7 @@ def _readme(model: Model, name: str) -> str:
     lines = [f"# {name}", "", "A U-Net trained interactively with napari-unet-loop (napari plugin and CLI).", "",
              "## Inputs and outputs", "",
              f"- input: {mc.in_channels} channel(s), {mc.ndim}D ({'ZYX' if mc.ndim == 3 else 'YX'}); each spatial "
-             f"size a multiple of {mc.size_multiple} (2^depth).",
+             f"size a multiple of {_mult_text(mc)}.",
              f"- preprocessing: per channel, the {mc.norm_low:g} and {mc.norm_high:g} percentiles of the image map to "
              f"0 and 1 (`scale_range` over the spatial axes), then values are clipped to [-{CLIP:g}, {CLIP:g}].",
              "- output: class probabilities (softmax), one channel per class: "
@@ -198,11 +204,11 @@ def _descr(model: Model, d: Path, *, name, description, authors, license, with_o
     except ImportError:
         raise UserError(f"A bioimage.io package needs bioimageio.spec; {INSTALL_HINT}.") from None
     mc = model.config
-    m = mc.size_multiple
     space = [s.AxisId(a) for a in "zyx"[-mc.ndim:]]
-    min_size = 2 * m if mc.norm == "instance" else m
+    k = 2 if mc.norm == "instance" else 1
     in_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=[f"channel{c}" for c in range(mc.in_channels)])]
-    in_axes += [s.SpaceInputAxis(id=a, size=s.ParameterizedSize(min=min_size, step=m)) for a in space]
+    in_axes += [s.SpaceInputAxis(id=a, size=s.ParameterizedSize(min=k * m, step=m))
+                for a, m in zip(space, mc.size_multiples)]
     out_axes = [s.BatchAxis(), s.ChannelAxis(channel_names=list(mc.class_names))]
     out_axes += [s.SpaceOutputAxis(id=a, size=s.SizeReference(tensor_id=s.TensorId("input"), axis_id=a))
                  for a in space]

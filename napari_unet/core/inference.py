@@ -25,15 +25,15 @@ DEFAULT_TILE = {2: 512, 3: 96}
 
 def _tile_for(model: Model, spatial: tuple[int, ...], tile_size) -> tuple[int, ...]:
     nd = model.config.ndim
-    m = model.config.size_multiple
+    mult = model.config.size_multiples
     if tile_size is None:
         tile = (DEFAULT_TILE[nd],) * nd
     else:
         if len(tile_size) != nd:
             raise UserError(f"Tile size {tuple(tile_size)} has {len(tile_size)} axes but the model is {nd}D.")
         tile = tuple(tile_size)
-    # a multiple of 2**depth avoids padding inside every tile
-    return tuple(max(m, (t // m) * m) for t in tile)
+    # a multiple of the network's size multiple per axis (2**depth) avoids padding inside every tile
+    return tuple(max(m, (t // m) * m) for t, m in zip(tile, mult))
 
 
 def predict_iter(model: Model, image, *, channel_axis: int | None = None, config: PredictConfig | None = None,
@@ -114,8 +114,7 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
             except OutOfMemoryError:
                 if device.type == "cuda":
                     torch.cuda.empty_cache()
-                m = mc.size_multiple
-                smaller = tuple(max(m, (t // 2) // m * m) for t in tile)
+                smaller = tuple(max(m, (t // 2) // m * m) for t, m in zip(tile, mc.size_multiples))
                 if smaller == tile:
                     raise UserError("Out of GPU memory even with the smallest tiles; predict on the CPU "
                                     "(--device cpu).") from None

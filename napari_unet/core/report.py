@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .anisotropy import voxel_text
 from .checkpoint import Model
 from .io import apply_umask, disk_error, temp_path
 from .record import sessions
@@ -170,6 +171,10 @@ def methods_paragraph(model: Model) -> str:
             f"{mc.norm} normalisation, trained interactively with napari-unet-loop {v.get('napari_unet', '')} "
             f"(PyTorch {v.get('torch', '')}). Images were normalised per channel by mapping the {mc.norm_low:g} and "
             f"{mc.norm_high:g} intensity percentiles to 0 and 1. ")
+    if mc.voxel_size is not None and mc.ndim == 3:
+        text += (f"The voxel size ({', '.join(f'{v:g}' for v in mc.voxel_size)}, ZYX) set the pooling per level "
+                 f"({voxel_text(mc).split('; ', 1)[-1]}), pooling an axis only while its spacing was less than "
+                 "twice the finest (as in nnU-Net, Isensee et al., 2021). ")
     if data:
         text += (f"The network was trained on {len(data)} image(s) with {sum(per.values()):,} annotated pixels "
                  f"({ann}); pixels without annotation were ignored by the loss. ")
@@ -220,7 +225,8 @@ def write_report(model: Model, path, *, image=None, truth=None, channel_axis=Non
         ("classes (label value: name)", ", ".join(f"{i + 1}: {c}" for i, c in enumerate(mc.class_names))),
         ("depth / width / norm", f"{mc.depth} / {mc.width} / {mc.norm}"), ("parameters", f"{n_params:,}"),
         ("normalisation", f"percentiles {mc.norm_low:g}-{mc.norm_high:g} per channel, clipped to [-10, 10]"),
-        ("training patch", " x ".join(map(str, model.patch_size)) or "-")]))
+        ("training patch", " x ".join(map(str, model.patch_size)) or "-"),
+        ("voxel size (pooling per level)", voxel_text(mc))]))
 
     parts.append("<h2>Data and annotations</h2>")
     data = last.get("data", [])

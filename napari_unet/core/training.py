@@ -27,6 +27,7 @@ from .data import PatchSampler, Sample, check_annotations, class_counts, make_sa
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
 from .losses import unlabelled_terms
+from .anisotropy import anisotropic_patch, with_voxel_size
 from .alarms import few_painted, image_statistics, merge_statistics, one_class, validation_worsening
 from .live import AnnotationsChanged, AnnotationSource, LiveAnnotations
 from .metrics import mean_object_iou
@@ -70,10 +71,10 @@ def _class_names(n: int, given: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(given[:n]) + base[len(given):]
 
 
-def _cap_patch(patch: tuple[int, ...], samples: list[Sample], multiple: int) -> tuple[int, ...]:
-    """Patch no larger than the largest sample (rounded up to the network's size multiple)."""
+def _cap_patch(patch: tuple[int, ...], samples: list[Sample], multiples: tuple[int, ...]) -> tuple[int, ...]:
+    """Patch no larger than the largest sample (rounded up to the network's size multiple per axis)."""
     largest = np.max([s.labels.shape for s in samples], axis=0)
-    return tuple(int(min(p, -(-int(n) // multiple) * multiple)) for p, n in zip(patch, largest))
+    return tuple(int(min(p, -(-int(n) // m) * m)) for p, n, m in zip(patch, largest, multiples))
 
 
 def _metrics_counts(logits: torch.Tensor, target: torch.Tensor, n_classes: int):
@@ -139,7 +140,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
           objects: bool | None = None, out=None,
           preview: PreviewSource | None = None, preview_every: float = PREVIEW_EVERY,
           should_stop: Callable[[], bool] | None = None, record: dict | None = None,
-          annotations: AnnotationSource | None = None, poll_every: float = 1.0, percentiles=None
+          annotations: AnnotationSource | None = None, poll_every: float = 1.0, percentiles=None,
+          voxel_size=None
           ) -> Generator[object, None, TrainResult]:
     """Train a U-Net on images and annotations (0 ignored, 1 background, 2.. classes).
 
@@ -157,6 +159,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     With ``train_config.continuous`` training runs until ``should_stop()`` (or a given budget).
     ``percentiles``: per image, (C, 2) normalisation percentiles or None (computed from the image), for
     images that are crops of a larger one (normalised as the whole, like its prediction).
+    ``voxel_size``: the images' voxel size (ZYX in 3D); a new model stores it and pools by it (core/anisotropy.py).
     """
     tc = train_config or TrainConfig()
     if not isinstance(images, (list, tuple)):
@@ -181,6 +184,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             mc = mc.replace(**default_presets(mc.ndim, device.type)[0])
         if objects:
             mc = mc.replace(object_head="distance", class_names=("background", "object"))
+    mc, voxel_note = with_voxel_size(mc, voxel_size, new_model=model is None)
     objects = mc.objects if objects is None else bool(objects)
     in_ch = mc.in_channels if model is not None else None
     samples = make_samples(images, labels, mc.ndim, in_ch, channel_axis, mc.norm_low, mc.norm_high,
@@ -208,13 +212,14 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     train_net = ddp.wrap(net, device)  # DDP under torchrun (the forward pass only); else net itself
 
     preset = default_presets(mc.ndim, device.type)[1]
-    patch = tc.patch_size or model.patch_size or preset["patch_size"]
+    patch = tc.patch_size or model.patch_size or anisotropic_patch(preset["patch_size"], mc.voxel_size,
+                                                                   mc.size_multiples)
     if len(patch) != mc.ndim:
         raise UserError(f"Patch size {tuple(patch)} has {len(patch)} axes but the model is {mc.ndim}D.")
     batch_size = tc.batch_size or preset["batch_size"]
-    patch = _cap_patch(tuple(patch), samples, mc.size_multiple)
+    patch = _cap_patch(tuple(patch), samples, mc.size_multiples)
     if batch_size == 1 and mc.norm == "batch":  # batch norm needs more than one value per channel at the bottom
-        patch = tuple(max(p, 2 * mc.size_multiple) for p in patch)
+        patch = tuple(max(p, 2 * m) for p, m in zip(patch, mc.size_multiples))
     # the patch as used, at least 8 per axis so that the record is a valid TrainConfig (a thin stack caps
     # Z below 8; capping the recorded patch again gives the same patch)
     run_record = {"settings": tc.replace(patch_size=tuple(max(8, int(p)) for p in patch),
@@ -256,8 +261,8 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     dev_name = describe(device) + ddp.describe_suffix()
     run_record["versions"]["device"] = dev_name
     yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
-    for msg in few_painted([s.labels for s in samples], mc.class_names):  # sample labels are classes (objects too)
-        yield Notice(msg)
+    for msg in few_painted([s.labels for s in samples], mc.class_names) + [voxel_note] * bool(voxel_note):
+        yield Notice(msg)  # sample labels are classes (objects too)
 
     # --- state
     start = time.perf_counter()
@@ -374,7 +379,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                     batch_size //= 2
                     yield Notice(f"Out of GPU memory: batch size lowered to {batch_size}.")
                     continue
-                smaller = tuple(max(mc.size_multiple * 2, p // 2) for p in patch)
+                smaller = tuple(max(m * 2, p // 2) for p, m in zip(patch, mc.size_multiples))
                 if smaller == patch:
                     raise UserError("Out of GPU memory even with the smallest batch and patch; use a smaller "
                                     "model or --device cpu.") from None

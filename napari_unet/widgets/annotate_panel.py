@@ -189,7 +189,7 @@ class AnnotatePanel(QWidget):
             if need and have != need:
                 raise UserError(f"The model takes {need} channel(s) but '{img.name}' gives {have}; select {need} "
                                 "layers under 'channels', or press New model.")
-            out.append(TrainInput(img.name, data, labels, ax, names, **lazy))
+            out.append(TrainInput(img.name, data, labels, ax, names, scale=pixel_size(img), **lazy))
         self.summary.setText(training_summary(out, self.class_names(), self.instances.value))
         self.summary.setVisible(True)
         return out

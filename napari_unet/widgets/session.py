@@ -23,6 +23,7 @@ from psygnal import Signal
 from ..config import PREVIEW_EVERY, ModelConfig, TrainConfig, default_presets, default_threads
 from ..core import events as E
 from ..core import training as T
+from ..core.anisotropy import voxel_mismatch
 from ..core.checkpoint import check_model_target, load_model, save_model
 from ..core.data import ImageView, compute_percentiles
 from ..core.device import get_device
@@ -68,6 +69,7 @@ class TrainInput:
     # the whole lazy image (channels as ``image``; its percentiles and the live preview) and ``region`` the crop
     source: object = None
     region: tuple | None = None
+    scale: tuple | None = None  # the image layer's pixel size per spatial axis (a 3D model records it)
 
 
 @dataclass(frozen=True)
@@ -131,10 +133,19 @@ def describe_model(model) -> str:
                         "config.json was edited or damaged, save the model again from its source.")
     last = sessions[-1] if sessions else {}
     chans = f" ({', '.join(c.channel_names)})" if c.channel_names else ""
-    return (f"{c.ndim}D U-Net (depth {c.depth}, width {c.width}), {c.in_channels} channel(s){chans}\n"
+    vox = "" if c.voxel_size is None else f", voxel size {', '.join(f'{v:g}' for v in c.voxel_size)}"
+    return (f"{c.ndim}D U-Net (depth {c.depth}, width {c.width}{vox}), {c.in_channels} channel(s){chans}\n"
             "classes: " + ", ".join(f"{i + 1}={n}" for i, n in enumerate(c.class_names)) + "\n"
             f"{len(sessions)} session(s), {sum(h['steps'] for h in sessions)} steps, last on "
             f"{last.get('device', '?')}\nkept {last.get('kept', '?')}")
+
+
+def layer_voxel_size(scale, ndim: int) -> tuple[float, ...] | None:
+    """A 3D model's voxel size from a layer's scale (its last 3 axes); None for 2D models, unknown scales
+    and napari's default scale of 1 on every axis (which says nothing about the voxels)."""
+    if ndim != 3 or scale is None or len(scale) < 3 or all(float(v) == 1.0 for v in scale[-3:]):
+        return None
+    return tuple(float(v) for v in scale[-3:])
 
 
 class Session:
@@ -290,7 +301,8 @@ class Session:
                   preview=self.preview_request if preview else None, preview_every=self.preview_every,
                   should_stop=self._stop.is_set, annotations=self.mailbox, out=self.autosave_dir or None,
                   record={"rounds": [dict(r) for r in self.rounds]},  # rounds go into the model's history
-                  percentiles=pcts if any(p is not None for p in pcts) else None)
+                  percentiles=pcts if any(p is not None for p in pcts) else None,
+                  voxel_size=layer_voxel_size(first.scale, norm.ndim))
         return names
 
     def update_preview(self, current_step: tuple[int, ...]) -> None:
@@ -371,6 +383,11 @@ class Session:
         if any(i.time_axis is not None for i in inputs if i.name in stores):
             raise UserError("This time-lapse's outputs do not fit in memory; predict it with `napari-unet predict "
                             "--out X.zarr`, or one time point at a time.")
+        for i in inputs:  # a notice, not an error: the prediction may still be fine
+            note = voxel_mismatch(self.model.config.voxel_size, layer_voxel_size(i.scale, self.model.config.ndim),
+                                  f"'{i.name}'")
+            if note:
+                self.event.emit(E.Notice(note))
         self._failed = False
         self.set_state(State.PREDICTING)
         for name, store in stores.items():
