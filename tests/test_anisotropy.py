@@ -196,3 +196,22 @@ def test_layer_scale_gives_the_voxel_size():
     assert layer_voxel_size((1.0, 4.0, 1.0, 1.0), 3) == (4.0, 1.0, 1.0)  # TZYX
     assert layer_voxel_size((1.0, 1.0, 1.0), 3) is None  # napari's default says nothing
     assert layer_voxel_size((4.0, 1.0, 1.0), 2) is None  # a 2D model pools YX alike
+
+
+def test_session_records_the_layer_scale_and_notices_a_mismatch():
+    from napari_unet.core import events as E
+    from napari_unet.widgets.session import PredictInput, Session, TrainInput
+
+    syn = make_nuclei((8, 32, 32), seed=0, radius=5)
+    ann = scribbles(syn.semantic, seed=1, width=2)
+    s = Session()
+    s.train_config = lambda budget, device: tiny_train(steps=2, patch_size=(8, 32, 32))
+    events = []
+    s.event.connect(events.append)
+    s.start_training([TrainInput("stack", syn.image.copy(), ann.copy(), None, (), (4.0, 1.0, 1.0))],
+                     ("background", "nucleus"), ndim=3, device="cpu", preview=False)
+    assert s.model.config.voxel_size == (4.0, 1.0, 1.0) and "voxel size 4, 1, 1" in s.model_info
+    s.start_prediction([PredictInput("stack", syn.image, None, scale=(4.0, 1.0, 1.0))])
+    assert not [e for e in events if isinstance(e, E.Notice) and "voxel size" in e.message]
+    s.start_prediction([PredictInput("thin", syn.image, None, scale=(1.0, 0.5, 0.5))])
+    assert [e for e in events if isinstance(e, E.Notice) and "'thin' has (1, 0.5, 0.5)" in e.message]
