@@ -208,7 +208,7 @@ def test_session_records_the_layer_scale_and_notices_a_mismatch():
     s.train_config = lambda budget, device: tiny_train(steps=2, patch_size=(8, 32, 32))
     events = []
     s.event.connect(events.append)
-    s.start_training([TrainInput("stack", syn.image.copy(), ann.copy(), None, (), (4.0, 1.0, 1.0))],
+    s.start_training([TrainInput("stack", syn.image.copy(), ann.copy(), None, scale=(4.0, 1.0, 1.0))],
                      ("background", "nucleus"), ndim=3, device="cpu", preview=False)
     assert s.model.config.voxel_size == (4.0, 1.0, 1.0) and "voxel size 4, 1, 1" in s.model_info
     s.start_prediction([PredictInput("stack", syn.image, None, scale=(4.0, 1.0, 1.0))])
