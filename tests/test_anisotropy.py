@@ -9,7 +9,7 @@ import torch
 
 from napari_unet.cli import main
 from napari_unet.config import ModelConfig, PredictConfig
-from napari_unet.core.anisotropy import (anisotropic_patch, conv_kernels, pool_plan, size_multiples, voxel_mismatch)
+from napari_unet.core.anisotropy import (conv_kernels, pool_plan, size_multiples, voxel_mismatch)
 from napari_unet.core.checkpoint import Model, load_model, save_model
 from napari_unet.core.events import Notice, Started
 from napari_unet.core.inference import _tile_for, predict
@@ -153,21 +153,13 @@ def test_api_voxel_size_with_an_initial_model_keeps_it_and_notices():
     result = drain(gen, events.append)
     assert result.model.config.voxel_size == (4.0, 1.0, 1.0)
     assert any(isinstance(e, Notice) and "trained at voxel size" in e.message for e in events)
-    # a new model takes the voxel size given and, without a patch size, a patch that follows it
+    # a new model takes the voxel size given and, without a patch size, the preset patch capped to the stack
     events = []
     drain(train(syn.image, ann, model_config=ModelConfig(ndim=3, depth=2, width=4), voxel_size=(4, 1, 1),
                 train_config=tiny_train(steps=1, patch_size=None, batch_size=2)), events.append)
     started = next(e for e in events if isinstance(e, Started))
     assert started.model_config.voxel_size == (4.0, 1.0, 1.0)
-    assert started.patch_size == (8, 32, 32)  # (12, 104, 104) capped to the stack (8 planes, 32 px)
-
-
-def test_default_patch_keeps_the_voxel_count():
-    assert anisotropic_patch((32, 64, 64), None, (8, 8, 8)) == (32, 64, 64)
-    assert anisotropic_patch((32, 64, 64), (1, 1, 1), (8, 8, 8)) == (32, 64, 64)
-    p = anisotropic_patch((32, 64, 64), (4, 1, 1), (2, 8, 8))
-    assert p == (12, 104, 104)
-    assert abs(np.prod(p) / (32 * 64 * 64) - 1) < 0.05
+    assert started.patch_size == (8, 32, 32)  # the preset (32, 64, 64) capped to the stack (8 planes, 32 px)
 
 
 def test_anisotropic_prediction_has_the_image_shape():

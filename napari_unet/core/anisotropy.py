@@ -75,34 +75,6 @@ def is_anisotropic(voxel_size: Sequence[float] | None, depth: int, ndim: int) ->
                                        or conv_kernels(voxel_size, depth, ndim) != conv_kernels(None, depth, ndim))
 
 
-def anisotropic_patch(patch: Sequence[int], voxel_size: Sequence[float] | None,
-                      multiples: Sequence[int]) -> tuple[int, ...]:
-    """The default training patch for anisotropic voxels: the preset's shape in physical units, with about
-    the preset's number of voxels (so a step costs about the same).
-
-    Each axis is divided by its coarseness ``r = spacing / finest spacing`` and all are scaled by
-    ``prod(r) ** (1 / ndim)``: (32, 64, 64) at (4, 1, 1) becomes (12, 104, 104) (12 planes of 4 cover
-    about what 48 isotropic ones would). Rounded to the network's size multiples, at least 8 per axis.
-    Isotropic voxels (or None) return ``patch`` unchanged.
-    """
-    patch = tuple(int(p) for p in patch)
-    if voxel_size is None:
-        return patch
-    finest = min(voxel_size)
-    ratios = [v / finest for v in voxel_size]
-    if max(ratios) < 1.0 + 1e-9:
-        return patch
-    grow = 1.0
-    for r in ratios:
-        grow *= r
-    grow **= 1.0 / len(ratios)
-    out = []
-    for p, r, m in zip(patch, ratios, multiples):
-        want = p * grow / r
-        out.append(max(8, m, int(round(want / m)) * m))
-    return tuple(out)
-
-
 def parse_voxel_size(values, ndim: int, what: str = "--voxel-size") -> tuple[float, ...] | None:
     """The last ``ndim`` positive numbers of ``values`` (a stack's Z, Y, X), or None when none are given."""
     from ..errors import UserError
@@ -153,5 +125,5 @@ def voxel_text(config) -> str:
     return f"{', '.join(f'{v:g}' for v in config.voxel_size)}; pooling {plan}"
 
 
-__all__ = ["with_voxel_size", "voxel_text", "pool_plan", "conv_kernels", "size_multiples", "is_anisotropic", "anisotropic_patch",
+__all__ = ["with_voxel_size", "voxel_text", "pool_plan", "conv_kernels", "size_multiples", "is_anisotropic",
            "parse_voxel_size", "voxel_mismatch", "ANISO_KERNEL_RATIO", "MISMATCH"]

@@ -27,7 +27,7 @@ from .data import PatchSampler, Sample, check_annotations, class_counts, make_sa
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
 from .losses import unlabelled_terms
-from .anisotropy import anisotropic_patch, with_voxel_size
+from .anisotropy import with_voxel_size
 from .alarms import few_painted, image_statistics, merge_statistics, one_class, validation_worsening
 from .live import AnnotationsChanged, AnnotationSource, LiveAnnotations
 from .metrics import mean_object_iou
@@ -212,8 +212,9 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     train_net = ddp.wrap(net, device)  # DDP under torchrun (the forward pass only); else net itself
 
     preset = default_presets(mc.ndim, device.type)[1]
-    patch = tc.patch_size or model.patch_size or anisotropic_patch(preset["patch_size"], mc.voxel_size,
-                                                                   mc.size_multiples)
+    # anisotropic voxels keep the preset patch: a patch following the voxel size (fewer planes, larger
+    # YX) trained worse and slower at equal steps (docs/benchmarks.md, "Anisotropic stacks")
+    patch = tc.patch_size or model.patch_size or preset["patch_size"]
     if len(patch) != mc.ndim:
         raise UserError(f"Patch size {tuple(patch)} has {len(patch)} axes but the model is {mc.ndim}D.")
     batch_size = tc.batch_size or preset["batch_size"]
