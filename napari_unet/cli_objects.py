@@ -25,7 +25,8 @@ def add_train_options(parser) -> None:
 
 def add_predict_options(parser) -> None:
     parser.add_argument("--instances-out", default=None,
-                        help="objects (0 background, 1..N; uint16, or uint32 above 65535 objects) as .tif or .npy")
+                        help="objects (0 background, 1..N; uint16, or uint32 above 65535 objects) as .tif, .npy "
+                             "or .zarr (OME-Zarr)")
     parser.add_argument("--measurements-out", default=None,
                         help="one CSV row per object: id, area/volume, centroid, bounding box, intensity")
     add_voxel_option(parser)
@@ -55,9 +56,10 @@ def add_voxel_option(parser, help: str = VOXEL_HELP) -> None:
 
 def check_predict_outputs(args) -> tuple[Path | None, Path | None]:
     """Fail before any work on unusable objects outputs; never write over an input or another output."""
-    from .core.io import check_distinct, check_output_file
+    from .core.io import check_distinct
+    from .core.outputs import check_output_target
 
-    inst = check_output_file(args.instances_out) if args.instances_out else None
+    inst = check_output_target(args.instances_out, "--instances-out") if args.instances_out else None
     meas = None
     if args.measurements_out:
         meas = Path(args.measurements_out)
@@ -93,10 +95,14 @@ def instances_for(model, outputs: np.ndarray, sampling=None) -> np.ndarray:
     return instances_from_output(probs, dist, ndim=model.config.ndim, sampling=sampling)
 
 
-def write_object_outputs(args, model, outputs: np.ndarray, image, paths) -> str:
-    """Write instances and measurements; return what was written, for the summary line."""
-    from .core.io import write_array
+def write_object_outputs(args, model, outputs: np.ndarray, image, paths, voxel_size=None, unit=None) -> str:
+    """Write instances and measurements; return what was written, for the summary line.
+
+    ``voxel_size``/``unit``: the image's, for a .zarr instances output's metadata (``--voxel-size``
+    wins when given).
+    """
     from .core.objects import measure, write_csv
+    from .core.outputs import write_label_image
 
     inst_path, meas_path = paths
     spatial = outputs.shape[1:]
@@ -109,7 +115,9 @@ def write_object_outputs(args, model, outputs: np.ndarray, image, paths) -> str:
     if not model.config.objects:
         msg += " (distance-transform watershed: this model was trained without --objects)"
     if inst_path is not None:
-        write_array(inst_path, inst)
+        voxel = tuple(sampling)[-len(spatial):] if sampling else voxel_size
+        write_label_image(inst_path, inst, voxel_size=voxel, unit=unit,
+                          model_ndim=model.config.ndim)
         msg += f", instances to {inst_path}"
     if meas_path is not None:
         if inst.ndim > 3:

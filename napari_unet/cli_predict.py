@@ -119,7 +119,8 @@ def predict_file(model, image_path, out, labels_out, args, on_event, object_path
             full = drain(predict_iter(model, info.array, channel_axis=channel_axis, config=cfg, extras=True), on_event)
             outputs(tuple(slice(0, n) for n in spatial), full[:model.config.n_classes])
             outputs.commit()
-            return f"wrote {outputs.describe()}" + write_object_outputs(args, model, full, info.array, object_paths)
+            return f"wrote {outputs.describe()}" + write_object_outputs(args, model, full, info.array, object_paths,
+                                                                         voxel, info.unit)
         if args.scheduler:
             from .core.distributed import predict_distributed
 

@@ -95,3 +95,26 @@ def test_objects_cli_errors(files, capsys, args, match):
     assert err[-1].startswith("napari-unet: error:") and match in err[-1]
     assert (d / "img.tif").read_bytes() == before
     assert not (d / "m" / "config.json").exists()  # no model left behind
+
+
+def test_instances_out_zarr_round_trip(files, capsys):
+    """--instances-out X.zarr: an OME-Zarr label image equal to the .npy output, voxel size kept."""
+    from napari_unet.core.io import read_image
+
+    d = files
+    assert run(["train", "--image", "{d}/img.tif", "--labels", "{d}/inst.tif", "--out", "{d}/m", "--steps", "2",
+                "--objects", "--from-instances"] + TINY_ARGS, d) == 0
+    common = ["predict", "--model", "{d}/m", "--image", "{d}/img.tif", "--voxel-size", "0.5", "0.25", "--device", "cpu"]
+    assert run(common + ["--out", "{d}/p.npy", "--instances-out", "{d}/o.npy"], d) == 0
+    from napari_unet.core.outputs import write_label_image
+
+    write_label_image(d / "o.zarr", np.zeros((4, 4), np.uint16))  # an older output of that name: replaced
+    assert run(common + ["--out", "{d}/p.zarr", "--instances-out", "{d}/o.zarr"], d) == 0
+    assert "instances to" in capsys.readouterr().out
+    info = read_image(d / "o.zarr")
+    arr = np.asarray(info.array)
+    ref = np.load(d / "o.npy")
+    assert arr.shape == (48, 64) and arr.dtype == ref.dtype == np.uint16
+    np.testing.assert_array_equal(arr, ref)
+    assert tuple(info.voxel_size) == (0.5, 0.25)
+    assert not [p for p in d.iterdir() if "nutmp" in p.name]  # no temporaries left

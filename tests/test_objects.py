@@ -72,6 +72,37 @@ def test_watershed_splits_two_touching_discs():
     assert match_objects(inst, by_head)["ap"][0.9] == 1.0
 
 
+def test_head_decoding_splits_a_faint_touching_pair_of_unequal_size_and_keeps_a_dim_object():
+    """Seeds are the distance map's h-maxima: an under-confident map (peaks ~0.4, below any fixed
+    core threshold of 0.5) still splits a big and a small touching disc; a dim object whose map
+    stays under the seed floor is kept (an unseeded foreground region), and map noise does not
+    split a single disc."""
+    from scipy import ndimage as ndi
+
+    from napari_unet.core.objects import SEED_THRESHOLD
+
+    yy, xx = np.mgrid[:40, :90]
+    inst = np.zeros((40, 90), np.int32)
+    inst[(yy - 20) ** 2 + (xx - 18) ** 2 <= 100] = 1  # r 10
+    inst[((yy - 20) ** 2 + (xx - 33.5) ** 2 <= 36) & (inst == 0)] = 2  # r 6, touching
+    inst[(yy - 20) ** 2 + (xx - 70) ** 2 <= 49] = 3  # apart, dim
+    fg = inst > 0
+    assert ndi.label(fg)[1] == 2
+    target = distance_targets(np.where(inst > 0, inst + 1, 1))
+    dist = ndi.gaussian_filter(0.45 * target, 1.5)
+    dist[inst == 3] *= 0.1
+    assert dist.max() < 0.5 and dist[inst == 3].max() < SEED_THRESHOLD
+    probs = np.stack([1.0 - fg, fg.astype(float)]).astype(np.float32)
+    lab = instances_from_output(probs, dist)
+    assert lab.max() == 3
+    assert match_objects(inst, lab)["ap"][0.7] == 1.0
+    # a fixed core threshold (no h-maxima) merges the pair: what the test guards against
+    assert instances_from_output(probs, dist, seed_h=1.0, seed_threshold=0.5).max() == 2
+    noisy = ndi.gaussian_filter(0.8 * target, 1.0) + np.random.default_rng(0).normal(0, 0.02, fg.shape)
+    one = instances_from_output(np.stack([1.0 - (inst == 1), (inst == 1) * 1.0]).astype(np.float32), noisy)
+    assert one.max() == 1
+
+
 def test_watershed_3d_and_stack_plane_by_plane():
     z, y, x = np.mgrid[:20, :30, :44]
     r2 = (z - 10) ** 2 + (y - 15) ** 2

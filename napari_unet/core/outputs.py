@@ -149,6 +149,32 @@ class Outputs:
         return " and ".join(f"{name} {self.shapes[name]} to {t}" for name, t in self.targets.items())
 
 
+def write_label_image(path, data: np.ndarray, *, voxel_size=None, unit: str | None = None,
+                      model_ndim: int = 2) -> None:
+    """Write a whole label image (e.g. instances) to .zarr (OME-Zarr, as the probabilities), .npy or .tif.
+
+    Atomic: a temporary file or folder next to ``path``, then moved into place (an older zarr output
+    of the same name is replaced only then).
+    """
+    path = Path(path)
+    if not is_zarr(path):
+        write_array(path, data)
+        return
+    remove_stale_temps(path.parent, path.name)
+    tmp = temp_path(path, ".zarr")
+    try:
+        arr = create_output(tmp, data.shape, data.dtype, has_channel=False, voxel_size=voxel_size, unit=unit,
+                            model_ndim=model_ndim, name=path.name.split(".")[0])
+        arr[...] = data
+        replace_dir(tmp, path)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise disk_error(e, path, "choose another output path") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def to_labels_block(probabilities: np.ndarray) -> np.ndarray:
     """Argmax labels of a block (channel c -> label value c + 1), as :func:`inference.to_labels`."""
     lab = np.argmax(probabilities, axis=0) + 1
