@@ -39,10 +39,7 @@ from .util import drain
 
 GRAD_CLIP = 10.0  # gradient norm clip: a spike cannot wreck the weights
 MAX_BAD_STEPS = 20  # consecutive non-finite steps before training gives up
-# weight of the objects head's loss beside the class cross-entropy: 3 learns sharper valleys between
-# touching objects in a minute than 1 (object AP@0.5 0.955/0.909 vs 0.926/0.856 on the realistic
-# benchmark's tuning seeds 10/11 at 500 steps; 6 no better: docs/benchmarks.md)
-OBJECT_LOSS_WEIGHT = 3.0
+OBJECT_LOSS_WEIGHT = 3.0  # objects head's loss beside the class CE: 3 beat 1 and 6 (docs/benchmarks.md, issue 9)
 # held-out IoU at or above this says nothing more: sparse strokes away from edges are all right long
 # before the boundaries are; from then on the held-out loss is the signal shown and used for keeping
 SATURATED_IOU = 0.99
