@@ -13,10 +13,10 @@ falling to ~0 at its rim, where it touches a neighbour too; background is 0. Obj
 found by a seeded watershed: seeds are the predicted distance map's h-maxima (each peak that rises
 at least ``SEED_H`` above the saddle to any higher peak: a touching pair whose valley is shallow
 in absolute terms, as after a short training, still gets two seeds, where a fixed threshold on
-the map merged it), the mask is the foreground probability. It needs no star-convexity or flow integration, learns
-from a few whole objects in a minute on a CPU, and is the same code in 2D and 3D. A model without
-this channel (a semantic one) still gives objects: a watershed on the distance transform of its
-foreground, seeded by the transform's h-maxima.
+the map merged it), the mask is the foreground probability. It needs no star-convexity or flow
+integration, learns from a few whole objects in a minute on a CPU, and is the same code in 2D and
+3D. A model without this channel (a semantic one) still gives objects: a watershed on the distance
+transform of its foreground, seeded by the transform's h-maxima.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ MAX_OBJECTS = 2**32 - 1  # output ids 1..N fit uint32
 # docs/benchmarks.md): h-maxima of the distance map beat a fixed threshold on it (AP@0.5 0.89 vs
 # 0.79 on the same models), fewer touching pairs merged.
 SEED_H = 0.1  # h-maxima depth of the predicted normalised distance (0..1) that makes a seed
-SEED_THRESHOLD = 0.2  # ... and a seed's peak must reach this predicted distance (drops faint bumps)
+SEED_THRESHOLD = 0.2  # ... whose peak reaches this (faint bumps are no seed; an unseeded region stays one object)
 FALLBACK_H = 1.0  # h-maxima depth (pixels) for the distance-transform watershed of a semantic model
 DIST_SMOOTH = 0.5  # Gaussian sigma (pixels) on the predicted distance map before seeding
 MIN_SIZE = {2: 8, 3: 27}  # objects smaller than this (pixels/voxels) are dropped
