@@ -340,7 +340,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_voxel_option(t, "voxel size of the images (Z Y X for --ndim 3, e.g. 4 1 1 or 4,1,1): a 3D model pools a "
                         "coarse Z less (stored in the model; default: from the first image's metadata)")
     t.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads for training (default: all cores but one)")
+                   help="torch CPU threads for training (default: the idle cores, lowered to all cores but one "
+                        "if training slows down because another program takes a core)")
     t.add_argument("--no-amp", action="store_true",
                    help="train in float32 (no float16 on CUDA, no bfloat16 on CPU)")
     common(t)

@@ -248,12 +248,13 @@ class PredictConfig(_DictMixin):
 
 
 def default_threads() -> int:
-    """torch CPU threads for training when none are asked for: all cores but one.
+    """All cores but one: the widget's training threads (napari's event loop keeps a core) and the
+    fewest threads headless training drops to when the machine gets busy (core/threads.py).
 
     Measured (benchmarks/threads.py, 2-core machine with one other process busy): 1 thread did
     80-88 steps in 10 s, 2 threads 4-19: torch's OpenMP threads that ask for every core collapse
-    as soon as anything else runs (a GUI, a second job). Leaving a core free costs little when the
-    machine is quiet and avoids that collapse; the GUI uses the same rule to keep napari responsive.
+    as soon as anything else runs (a GUI, a second job). On a quiet machine 2 threads did 130-150,
+    so headless training starts with the idle cores (``core.threads.auto_threads``) instead.
     """
     return max(1, (os.cpu_count() or 2) - 1)
 

@@ -20,10 +20,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import PREVIEW_EVERY, ModelConfig, PredictConfig, TrainConfig, default_presets, default_threads
+from .threads import ThreadGovernor, auto_threads
+from .weights import class_weights, ema_update
 from ..errors import UserError
 from . import ddp
 from .checkpoint import Model, check_writable_folder, load_model, save_model, save_or_rescue
-from .data import PatchSampler, Sample, check_annotations, class_counts, make_samples, split_validation
+from .data import PatchSampler, Sample, check_annotations, make_samples, split_validation
 from .device import OutOfMemoryError, autocast, describe, get_device, memory_format_for
 from .inference import predict_iter
 from .losses import unlabelled_terms
@@ -250,15 +252,17 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     # the averaged weights are the ones validated, previewed and kept: they wobble less step to step
     eval_net = copy.deepcopy(net).eval() if tc.ema_decay > 0 else net
     eval_model = Model(net=eval_net, config=mc)
-    class_weight = _class_weights([s.labels for s in train_samples], mc.n_classes, tc.class_balance).to(device)
+    class_weight = class_weights([s.labels for s in train_samples], mc.n_classes, tc.class_balance).to(device)
     opt = torch.optim.AdamW(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     unlabelled = bool(tc.regularizer or tc.consistency or tc.pseudo_labels)
     gen = torch.Generator().manual_seed(tc.seed)  # the teacher's views: seeded runs stay identical
     old_threads = torch.get_num_threads()
-    threads = tc.threads or (ddp.share_threads(default_threads()) if device.type == "cpu" else None)
+    auto = not tc.threads and device.type == "cpu"  # the idle cores, fewer once steps slow down (core/threads.py)
+    threads = tc.threads or (ddp.share_threads(auto_threads()) if auto else None)
     if threads:
         torch.set_num_threads(threads)
+    governor = ThreadGovernor(threads, ddp.share_threads(default_threads())) if auto else None
     dev_name = describe(device) + ddp.describe_suffix()
     run_record["versions"]["device"] = dev_name
     yield Started(dev_name, mc, patch, batch_size, len(train_samples), len(val_regions), init is not None)
@@ -330,11 +334,12 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                                                                     live.sampler, live.val_regions)
                     validator = (_Validator(live.val_samples, val_regions, tuple(p // 4 for p in patch),
                                             mc.n_classes) if val_regions else None)
-                    class_weight = _class_weights([s.labels for s in train_samples], mc.n_classes,
+                    class_weight = class_weights([s.labels for s in train_samples], mc.n_classes,
                                                   tc.class_balance).to(device)
                     best_score, stall, lr_scale, since = None, 0, 1.0, len(history_run)  # earlier best kept until
                     warned.discard("worsening")
                     run_record["inputs"]["annotation_edits"] = run_record["inputs"].get("annotation_edits", 0) + 1
+            t_step = time.perf_counter()
             x, y, t = sampler.batch(batch_size)
             xt = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=fmt)
             yt = torch.from_numpy(y - 1).to(device, non_blocking=True)  # 0 (ignored) -> -1
@@ -400,9 +405,11 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             loss_avg = lval if loss_avg is None else 0.9 * loss_avg + 0.1 * lval
             if eval_net is not net:
                 fresh = live is not None and step < live.fresh_until  # new strokes show in the preview quickly
-                _ema_update(eval_net, net, min(tc.ema_decay, (1 + step) / (10 + step), 0.9 if fresh else 1.0))
+                ema_update(eval_net, net, min(tc.ema_decay, (1 + step) / (10 + step), 0.9 if fresh else 1.0))
             step += 1
             now = time.perf_counter()
+            if governor is not None and (note := governor.step(now - t_step)):
+                yield Notice(note)
             yield Progress(step, tc.steps, lval, now - start, tc.time_budget)
             if validator is not None and step % tc.validate_every == 0:
                 v = do_validation()
@@ -466,24 +473,6 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
     return TrainResult(model=final, steps=step, seconds=seconds, device=dev_name, kept=kept,
                        best_iou=best_iou if best_state is not None and best_iou >= 0 else None,
                        best_step=best_step, history=final.history)
-
-
-def _class_weights(labels_list, n_classes: int, power: float) -> torch.Tensor:
-    """Loss weight per class, frequency ** -power over the training annotations (mean 1)."""
-    counts = np.zeros(n_classes, np.float64)
-    present = class_counts(labels_list)[1:n_classes + 1]
-    counts[:len(present)] = present
-    freq = counts / max(counts.sum(), 1)
-    w = np.where(counts > 0, np.maximum(freq, 1e-6) ** -power, 1.0)
-    return torch.tensor(w / w.mean(), dtype=torch.float32)
-
-
-@torch.no_grad()
-def _ema_update(avg: torch.nn.Module, net: torch.nn.Module, decay: float) -> None:
-    avg_p = [p for p in avg.parameters()]
-    torch._foreach_lerp_(avg_p, [p.detach() for p in net.parameters()], 1 - decay)
-    for a, b in zip(avg.buffers(), net.buffers()):
-        a.copy_(b)  # batch-norm statistics: already running averages
 
 
 def _with_history(model: Model, entries: list[dict], patch) -> Model:
