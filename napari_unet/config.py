@@ -167,6 +167,7 @@ class TrainConfig(_DictMixin):
     patch_size: tuple[int, ...] | None = None  # None: the preset for the device and dimensionality
     batch_size: int | None = None  # None: the preset
     lr: float = 2e-3
+    warm_lr: float = 0.25  # share of lr when continuing from a model (warm start): a retrain adjusts, not restarts
     weight_decay: float = 1e-4
     seed: int = 0
     device: str = "auto"
@@ -206,6 +207,7 @@ class TrainConfig(_DictMixin):
         _check(self.batch_size is None or _is_int(self.batch_size) and 1 <= self.batch_size <= 1024,
                f"batch_size must be in 1..1024, got {self.batch_size!r}.")
         _check(_is_num(self.lr) and 0 < self.lr < 1, f"lr must be in (0, 1), got {self.lr!r}.")
+        _check(_is_num(self.warm_lr) and 0 < self.warm_lr <= 1, f"warm_lr must be in (0, 1], got {self.warm_lr!r}.")
         _check(_is_int(self.seed), f"seed must be an integer, got {self.seed!r}.")
         _check(0 <= self.val_fraction < 0.9, "val_fraction must be in [0, 0.9).")
         _check(_is_int(self.validate_every) and self.validate_every >= 1, "validate_every must be >= 1.")

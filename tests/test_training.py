@@ -186,3 +186,24 @@ def test_unwritable_output_is_refused_before_training(easy2d, tmp_path):
         train_blocking(syn.image, ann, model_config=TINY, train_config=tiny_train(), out=blocker)
     with pytest.raises(UserError, match="Cannot create"):
         train_blocking(syn.image, ann, model_config=TINY, train_config=tiny_train(), out=blocker / "sub")
+
+
+def test_warm_start_trains_at_a_share_of_the_learning_rate(monkeypatch, bands):
+    """A retrain from a model adjusts it (lr x warm_lr) instead of restarting at the full rate."""
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def step(self, *a, **k):
+        seen.append(self.param_groups[0]["lr"])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", step)
+    image, labels = bands
+    tc = tiny_train(steps=30, lr=1e-3, schedule="constant", val_fraction=0.0)
+    first = train_blocking(image, labels, model_config=TINY, train_config=tc)
+    fresh = max(seen)
+    seen.clear()
+    train_blocking(image, labels, train_config=tc.replace(warm_lr=0.25), init=first.model)
+    assert fresh == pytest.approx(1e-3) and max(seen) == pytest.approx(2.5e-4)
+    with pytest.raises(UserError, match="warm_lr"):
+        tc.replace(warm_lr=0.0)

@@ -343,7 +343,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
             x, y, t = sampler.batch(batch_size)
             xt = torch.from_numpy(x).to(device, non_blocking=True).contiguous(memory_format=fmt)
             yt = torch.from_numpy(y - 1).to(device, non_blocking=True)  # 0 (ignored) -> -1
-            lr = tc.lr * min(1.0, (step + 1) / warmup) * lr_scale
+            lr = tc.lr * (tc.warm_lr if init is not None else 1.0) * min(1.0, (step + 1) / warmup) * lr_scale
             # no cosine over an open-ended run: constant, halved on plateaus (lr_scale) instead
             if tc.schedule == "cosine" and not tc.continuous:  # decays to 5 % by the end of the budget
                 frac = budget_fraction(step, tc.steps, elapsed, tc.time_budget)
