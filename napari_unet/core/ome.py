@@ -212,11 +212,12 @@ def create_output(path: Path, shape: tuple[int, ...], dtype, *, has_channel: boo
     return arr
 
 
-def open_output_array(path) -> object:
-    """Open level 0 of an output created by :func:`create_output` for writing (on a cluster worker)."""
+def open_output_array(path, mode: str = "r+") -> object:
+    """Open level 0 of an output created by :func:`create_output`: for writing (on a cluster worker)
+    or, with ``mode="r"``, for reading (the widget shows outputs on disk from it)."""
     import zarr
 
-    return zarr.open_array(str(Path(path) / "0"), mode="r+")
+    return zarr.open_array(str(Path(path) / "0"), mode=mode)
 
 
 def replace_dir(tmp: Path, target: Path) -> None:

@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import config as C
 from ..core.inference import predict_iter
+from ..core.ome import open_output_array
 from ..core.outputs import Outputs, label_dtype
 
 
@@ -77,9 +78,8 @@ def store_for(name: str, spatial, n_classes: int, folder) -> Path | None:
 def open_lazy(path):
     """Level 0 of an OME-Zarr output (``core.ome.create_output``) as a dask array, read on demand."""
     import dask.array as da
-    import zarr
 
-    arr = zarr.open_array(str(Path(path) / "0"), mode="r")
+    arr = open_output_array(path, mode="r")
     return da.from_array(arr, chunks=arr.chunks)
 
 
