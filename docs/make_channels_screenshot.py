@@ -8,21 +8,15 @@ as channels, a few strokes, a short training run: the panel says what went into 
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
 from qtpy.QtWidgets import QApplication
 from skimage.io import imsave
 
+from make_screenshots import pump  # the sibling script (this folder is on sys.path when run)
+
 OUT = Path(__file__).parent / "images" / "channels.png"
-
-
-def pump(app, seconds, until=None):
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds and not (until and until()):
-        app.processEvents()
-        time.sleep(0.01)
 
 
 def main():
