@@ -10,6 +10,7 @@ fit and prediction) and Otsu's threshold after a Gaussian blur.
 
 from __future__ import annotations
 
+import ast
 import time
 from dataclasses import dataclass
 
@@ -24,6 +25,18 @@ CASES = {
     "rgb-textures": dict(shape=(384, 384), kind="textures", strokes=True),
 }
 RF_SAMPLES, RF_TREES = 50_000, 100
+
+
+def parse_overrides(items) -> dict:
+    """``["lr=1e-3", "keep=last"]`` -> ``{"lr": 0.001, "keep": "last"}`` (Python literals, else strings)."""
+    out = {}
+    for it in items:
+        k, v = it.split("=", 1)
+        try:
+            out[k] = ast.literal_eval(v)
+        except (ValueError, SyntaxError):
+            out[k] = v
+    return out
 
 
 @dataclass

@@ -166,13 +166,16 @@ def unet_round(image, ann, model, args):
     from napari_unet.core.inference import predict, to_labels
     from napari_unet.core.training import train_blocking
 
+    from common import parse_overrides
+
     tc = TrainConfig(time_budget=None if args.steps else args.seconds, steps=args.steps, seed=args.seed,
-                     device=args.device, **({"patch_size": (args.patch,) * 2, "batch_size": 2} if args.patch else {}))
+                     device=args.device, **({"patch_size": (args.patch,) * 2, "batch_size": 2} if args.patch else {}),
+                     **parse_overrides(args.train))
     mc = None
     if model is None and (args.depth or args.width):
         mc = ModelConfig(depth=args.depth or 3, width=args.width or 16)
     result = train_blocking(image, ann, model_config=mc, train_config=tc, init=model)
-    return result.model, to_labels(predict(result.model, image)), result.steps
+    return result.model, to_labels(predict(result.model, image)), result.steps, result.best_step
 
 
 # --------------------------------------------------------------------------- main
@@ -200,6 +203,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--train", action="append", default=[], help="override a TrainConfig field: KEY=VALUE")
     # for tests and quick checks: steps instead of seconds, a smaller net, image and forest
     for flag, kind in (("--steps", int), ("--depth", int), ("--width", int), ("--patch", int), ("--trees", int)):
         ap.add_argument(flag, type=kind, help=argparse.SUPPRESS)
@@ -217,29 +221,29 @@ def main(argv=None) -> dict:
     ann = np.zeros(image.shape, np.uint8)
     forest = Forest(image, trees=args.trees or RF_TREES, seed=args.seed)
     out = {"unet": [], "forest": [], "annotated_pixels": [], "unet_seconds": [], "forest_seconds": [],
-           "unet_steps": [], "settings": {k: v for k, v in vars(args).items()}, "image": name}
+           "unet_steps": [], "unet_kept_step": [], "settings": {k: v for k, v in vars(args).items()}, "image": name}
     print(f"loop_sim: {name} {image.shape}, painted rows 0..{top - 1}, scored rows {top}..{image.shape[0] - 1}; "
           f"{args.rounds} rounds x {f'{args.steps} steps' if args.steps else f'{args.seconds:g} s'}, "
           f"{args.strokes} strokes a round")
-    print("| round | strokes | annotated px | U-Net IoU | forest IoU | U-Net s | forest s |")
-    print("|---|---|---|---|---|---|---|")
+    print("| round | strokes | annotated px | U-Net IoU | forest IoU | U-Net s | forest s | U-Net steps (kept) |")
+    print("|---|---|---|---|---|---|---|---|")
     model, pred = None, None
     for r in range(1, args.rounds + 1):
         strokes = args.strokes if r == 1 else user.correct(ann, pred, args.strokes)
         if r == 1:
             user.first(ann, args.strokes)
         t0 = time.perf_counter()
-        model, pred, steps = unet_round(image, ann, model, args)
+        model, pred, steps, kept = unet_round(image, ann, model, args)
         t_unet = time.perf_counter() - t0
         t0 = time.perf_counter()
         f_pred = forest.round(ann, top)
         t_forest = time.perf_counter() - t0 + (forest.feature_seconds if r == 1 else 0.0)
         for key, v in (("unet", iou(pred, user.cls, top)), ("forest", iou(f_pred, user.cls, top)),
                        ("annotated_pixels", int(np.count_nonzero(ann))), ("unet_seconds", round(t_unet, 2)),
-                       ("forest_seconds", round(t_forest, 2)), ("unet_steps", steps)):
+                       ("forest_seconds", round(t_forest, 2)), ("unet_steps", steps), ("unet_kept_step", kept)):
             out[key].append(v)
         print(f"| {r} | {strokes} | {out['annotated_pixels'][-1]} | {out['unet'][-1]:.3f} | {out['forest'][-1]:.3f} "
-              f"| {t_unet:.1f} | {t_forest:.1f} |", flush=True)
+              f"| {t_unet:.1f} | {t_forest:.1f} | {steps} ({'last' if kept is None else kept}) |", flush=True)
     target = out["forest"][-1]
     reach = {k: next((i + 1 for i, v in enumerate(out[k]) if v >= target), None) for k in ("unet", "forest")}
     out["summary"] = {"last_round_difference": round(out["unet"][-1] - target, 4),

@@ -16,7 +16,6 @@ one training run per budget (the schedule adapts to the budget, as it does for a
 from __future__ import annotations
 
 import argparse
-import ast
 import os
 import sys
 import time
@@ -25,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from common import CASES, make_case, otsu, random_forest, score  # noqa: E402
+from common import CASES, make_case, otsu, parse_overrides, random_forest, score  # noqa: E402
 
 from napari_unet.config import ModelConfig, PredictConfig, TrainConfig, default_presets  # noqa: E402
 from napari_unet.core.device import describe, get_device  # noqa: E402
@@ -56,17 +55,6 @@ def cell(values, fmt="{:.3f}") -> str:
     return f"{fmt.format(np.median(v))} [{fmt.format(v.min())}-{fmt.format(v.max())}]"
 
 
-def _overrides(items):
-    out = {}
-    for it in items:
-        k, v = it.split("=", 1)
-        try:
-            out[k] = ast.literal_eval(v)
-        except (ValueError, SyntaxError):
-            out[k] = v
-    return out
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--times", default="15,30,60,180", help="time budgets in seconds, comma separated")
@@ -81,7 +69,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     budgets = [None] if args.steps else [float(t) for t in args.times.split(",")]
-    mo, to, po = _overrides(args.model), _overrides(args.train), _overrides(args.predict)
+    mo, to, po = parse_overrides(args.model), parse_overrides(args.train), parse_overrides(args.predict)
     dev = get_device(args.device)
     print(f"device: {describe(dev)}; torch {torch.__version__}; seeds {seeds}; "
           + (f"steps {args.steps}" if args.steps else f"times {budgets}")

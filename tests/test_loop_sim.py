@@ -50,3 +50,17 @@ def test_annotator_paints_only_the_top_part_and_the_true_class():
 def test_bad_arguments_are_refused():
     with pytest.raises(SystemExit):
         loop_sim.main(["--image", "x.tif"])
+
+
+def test_train_overrides_reach_the_u_net(tmp_path):
+    from napari_unet.core.synthetic import make_nuclei
+    from napari_unet.errors import UserError
+
+    syn = make_nuclei((80, 80), seed=1, radius=6, snr=10)
+    tifffile.imwrite(tmp_path / "i.tif", syn.image)
+    tifffile.imwrite(tmp_path / "gt.tif", syn.instances.astype(np.uint16))
+    files = ["--image", str(tmp_path / "i.tif"), "--truth", str(tmp_path / "gt.tif"), "--rounds", "1"]
+    out = loop_sim.main(files + TINY + ["--train", "val_fraction=0"])
+    assert out["unet_kept_step"] == [None] and out["settings"]["train"] == ["val_fraction=0"]
+    with pytest.raises(UserError, match="val_fraction"):
+        loop_sim.main(files + TINY + ["--train", "val_fraction=2"])
