@@ -229,6 +229,12 @@ class TrainConfig(_DictMixin):
                "unlabelled_rampup must be in [0, 1].")
 
 
+# Automatic test-time augmentation (PredictConfig.tta None) for images up to this many pixels (voxels),
+# per device type: 8 views cost ~7x the plain prediction, a few seconds at these sizes (docs/benchmarks.md,
+# "Test-time augmentation"). Larger images, and every live preview, predict once.
+TTA_AUTO_PIXELS = {"cpu": 1 << 20, "cuda": 1 << 24}
+
+
 @dataclass(frozen=True)
 class PredictConfig(_DictMixin):
     """How to predict: tile size (None = automatic), overlap between tiles, device."""
@@ -238,10 +244,12 @@ class PredictConfig(_DictMixin):
     batch_size: int = 1
     device: str = "auto"
     amp: bool = True
-    tta: bool = False  # test-time augmentation: average over flips / 90-degree rotations
+    # test-time augmentation: average over flips / 90-degree rotations; None: on for images of at most
+    # TTA_AUTO_PIXELS on the device (core.inference.resolve_tta)
+    tta: bool | None = None
 
     def __post_init__(self):
-        _check(isinstance(self.tta, bool), f"tta must be true or false, got {self.tta!r}.")
+        _check(self.tta is None or isinstance(self.tta, bool), f"tta must be true, false or none, got {self.tta!r}.")
         _check(self.tile_size is None or (isinstance(self.tile_size, tuple) and len(self.tile_size) in (2, 3)
                and all(_is_int(t) and 8 <= t <= 8192 for t in self.tile_size)),
                f"tile_size must be 2 or 3 integers in 8..8192, got {self.tile_size!r}.")
@@ -275,5 +283,5 @@ def default_presets(ndim: int, device_type: str) -> tuple[dict, dict]:
     return model, train
 
 
-__all__ = ["ModelConfig", "TrainConfig", "PredictConfig", "default_presets", "NORMS", "SCHEDULES", "KEEPS",
+__all__ = ["ModelConfig", "TrainConfig", "PredictConfig", "default_presets", "TTA_AUTO_PIXELS", "NORMS", "SCHEDULES", "KEEPS",
            "DEMO_TIME_BUDGET", "PREVIEW_EVERY"]

@@ -8,6 +8,18 @@ from napari_unet.core.synthetic import make_nuclei, scribbles
 torch.set_num_threads(2)
 
 
+@pytest.fixture(autouse=True)
+def _plain_prediction_unless_marked(request, monkeypatch):
+    """Automatic TTA (8 views) is off in tests: predictions stay comparable with a plain forward pass and
+    the suite stays quick. Tests of the automatic choice itself are marked ``auto_tta``."""
+    if request.node.get_closest_marker("auto_tta") is None:
+        from napari_unet.config import TTA_AUTO_PIXELS
+
+        for kind in list(TTA_AUTO_PIXELS):
+            monkeypatch.setitem(TTA_AUTO_PIXELS, kind, 0)
+    yield
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _autosave_in_a_temp_folder(tmp_path_factory):
     """GUI training autosaves the model; in tests into a temporary folder, never the user's home."""

@@ -125,3 +125,25 @@ def test_shutdown_drops_late_events(data):
     s.start_training([TrainInput("cells", image, labels, None)], ("background", "object"), device="cpu")
     assert s.closed and s.model is None and not got["trained"]
     assert [type(e) for e in got["events"]] == [E.Started]
+
+
+@pytest.mark.parametrize("choice", [None, True, False])
+def test_prediction_passes_the_tta_choice_to_the_core(data, monkeypatch, choice):
+    import napari_unet.widgets.workers as W
+    from napari_unet.config import ModelConfig
+    from napari_unet.core.checkpoint import Model
+
+    seen = []
+    real = W.predict_iter
+
+    def spy(*a, **kw):
+        seen.append(kw["config"].tta)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(W, "predict_iter", spy)
+    image, _ = data
+    s = Session()
+    s.model = Model.new(ModelConfig(ndim=2, depth=1, width=2), seed=0)
+    got = record(s)
+    s.start_prediction([PredictInput("cells", image, None)], tta=choice)
+    assert seen == [choice] and got["predicted"][0][1].shape == (2,) + image.shape

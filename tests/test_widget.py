@@ -313,13 +313,19 @@ def test_worker_exceptions_notify_and_widget_recovers(setup, qtbot, notes, monke
     qtbot.waitUntil(lambda: widget.worker is None and "cells prediction" in viewer.layers, timeout=20_000)
     assert widget.model is not None
 
-    def broken_predict(model, jobs):
+    asked = []
+
+    def broken_predict(model, jobs, **kwargs):
+        asked.append(kwargs.get("tta"))
         yield E.PredictProgress(0, 1)
         raise MemoryError("simulated failure inside prediction")
 
     monkeypatch.setattr(session_mod, "predict_many", broken_predict)
+    assert widget.review.tta.value == "TTA auto"
+    widget.review.tta.value = "TTA off"  # the review panel's choice reaches the prediction worker
     widget.review.predict()
     wait_idle(qtbot, widget)
+    assert asked == [False]
     assert any("simulated failure inside prediction" in n for n in notes)
     assert widget.review.predict_btn.enabled
     np.testing.assert_array_equal(ann.data, strokes)

@@ -11,7 +11,7 @@ from collections.abc import Generator
 import numpy as np
 import torch
 
-from ..config import PredictConfig
+from ..config import TTA_AUTO_PIXELS, PredictConfig
 from ..errors import UserError
 from .checkpoint import Model
 from .data import ImageView, compute_percentiles, normalize
@@ -70,6 +70,7 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
         for msg in far_from_training(model, image, channel_axis, percentiles):
             yield Notice(msg)
     device = get_device(config.device) if config.device != "auto" else model.device
+    config = resolve_tta(config, int(np.prod(sp)), device)
     fmt = memory_format_for(mc.ndim, device)
     net = model.net.to(device, memory_format=fmt).eval()
     plane_shape = sp[-mc.ndim:]
@@ -126,6 +127,17 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
     return out
 
 
+def resolve_tta(config: PredictConfig, n_pixels: int, device) -> PredictConfig:
+    """``config`` with ``tta`` decided: kept when set, else on for at most ``TTA_AUTO_PIXELS`` pixels.
+
+    Callers that split an image (time points, cluster blocks) resolve it once for the whole image.
+    """
+    if config.tta is not None:
+        return config
+    kind = getattr(device, "type", str(device))
+    return config.replace(tta=n_pixels <= TTA_AUTO_PIXELS.get(kind, TTA_AUTO_PIXELS["cpu"]))
+
+
 def tta_transforms(ndim: int, spatial: tuple[int, ...]):
     """(forward, inverse) pairs on (N, C, *spatial) tensors for test-time augmentation.
 
@@ -151,6 +163,8 @@ def tta_transforms(ndim: int, spatial: tuple[int, ...]):
                     return torch.rot90(t, -k, (2, 3))
                 out.append((fwd, back))
     return out
+
+
 def _plane_sink(write, idx: tuple):
     """The sink of one plane ``idx`` of a stack (None: return the plane's array)."""
     if write is None or not idx:
@@ -179,9 +193,13 @@ def predict_time_iter(model: Model, image, *, time_axis: int, channel_axis: int 
     t_ax = time_axis % len(shape)
     ax = None if channel_axis is None else channel_axis % len(shape)
     ax_t = None if ax is None else ax - (ax > t_ax)  # the channel axis once a time point is taken
+    whole = ImageView(image, ax)
     if kwargs.get("percentiles") is None:
         mc = model.config
-        kwargs["percentiles"] = compute_percentiles(ImageView(image, ax), mc.norm_low, mc.norm_high)
+        kwargs["percentiles"] = compute_percentiles(whole, mc.norm_low, mc.norm_high)
+    cfg = kwargs.get("config") or PredictConfig()  # automatic TTA decided on the whole series
+    kwargs["config"] = resolve_tta(cfg, int(np.prod(whole.spatial_shape)),
+                                   get_device(cfg.device) if cfg.device != "auto" else model.device)
     n = shape[t_ax]
     out = None
     for t in range(n):

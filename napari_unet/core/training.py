@@ -427,7 +427,7 @@ def train(images, labels, *, model_config: ModelConfig | None = None, train_conf
                 if req is not None:
                     key, img, ax, pct = req
                     probs = yield from predict_iter(eval_model, img, channel_axis=ax, percentiles=pct,
-                                                    config=PredictConfig(device=str(device), amp=tc.amp),
+                                                    config=PredictConfig(device=str(device), amp=tc.amp, tta=False),
                                                     check_image=False)
                     net.train()  # a no-op with averaged weights; without, the preview switched net to eval
                     yield Preview(step, key, probs)

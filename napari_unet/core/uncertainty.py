@@ -75,6 +75,9 @@ def tta_iter(model, image, *, channel_axis: int | None = None, config=None, perc
     from .data import ImageView, compute_percentiles
     from .inference import predict_iter
 
+    from ..config import PredictConfig
+
+    config = (config or PredictConfig()).replace(tta=False)  # these 4 views are the augmentation
     if percentiles is None:  # the same normalisation for every view
         view = ImageView(image, channel_axis)
         percentiles = compute_percentiles(view, model.config.norm_low, model.config.norm_high)

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import numpy as np
-from magicgui.widgets import Container, PushButton
+from magicgui.widgets import ComboBox, Container, PushButton
 from napari.layers import Image
 from napari.utils.notifications import show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
+from ..config import TTA_AUTO_PIXELS
 from ..errors import UserError
 from . import layers as L
 from .objects_layer import accept_objects, object_count, objects_name, write_objects
 from .objects_table import ObjectsTable
+
+
+TTA_CHOICES = {"TTA auto": None, "TTA on": True, "TTA off": False}  # PredictConfig.tta
 
 
 class ReviewPanel(QWidget):
@@ -33,7 +37,14 @@ class ReviewPanel(QWidget):
                                            "part of it with 'New object', merge by painting one value over both, "
                                            "then train again.")
         self.accept_objects_btn.visible = False
-        row = Container(widgets=[self.predict_btn, self.predict_all_btn], layout="horizontal", labels=False)
+        # test-time augmentation of Predict (never of the live preview); the core decides "auto" per image
+        self.tta = ComboBox(choices=list(TTA_CHOICES), value="TTA auto")
+        self.tta.tooltip = ("Test-time augmentation: average the prediction over 8 flipped and rotated views, "
+                            "about 7x the time for a cleaner outline. auto: on for images up to "
+                            f"{TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU and {TTA_AUTO_PIXELS['cuda'] / 2**20:g} "
+                            "Mpx on a GPU.")
+        row = Container(widgets=[self.predict_btn, self.predict_all_btn, self.tta], layout="horizontal",
+                        labels=False)
         row.margins = (0, 0, 0, 0)
         self.form = Container(widgets=[row, self.accept_btn, self.accept_objects_btn], labels=False)
         self.form.margins = (0, 0, 0, 0)
@@ -93,7 +104,7 @@ class ReviewPanel(QWidget):
                     show_info(notice)
         if not inputs and first_error is not None:
             raise first_error
-        self.session.start_prediction(inputs, objects=self.annotate.objects.value)
+        self.session.start_prediction(inputs, objects=self.annotate.objects.value, tta=TTA_CHOICES[self.tta.value])
 
     def _on_trained(self, result):
         name = self.session.preview_name

@@ -367,9 +367,10 @@ class Session:
         self.set_state(State.IDLE)
 
     # ------------------------------------------------------------------ prediction
-    def start_prediction(self, inputs: list[PredictInput], objects: bool = False) -> None:
+    def start_prediction(self, inputs: list[PredictInput], objects: bool = False, tta: bool | None = None) -> None:
         """Predict ``inputs`` in a worker; in objects mode (asked, or an objects model) the worker also
-        finds and measures the objects (any model: a semantic one splits its foreground)."""
+        finds and measures the objects (any model: a semantic one splits its foreground). ``tta``:
+        ``PredictConfig.tta`` (None: automatic, by image size)."""
         if self.state.busy:
             return
         if self.model is None:
@@ -395,7 +396,7 @@ class Session:
                                      "(zarr) and showing them from there."))
         extra = {"objects": True, "scales": {i.name: i.scale for i in inputs}} if self.objects_mode(objects) else {}
         self._run(predict_many, self.model, [(i.name, i.data, i.channel_axis, i.time_axis, stores.get(i.name))
-                                             for i in inputs], **extra)
+                                             for i in inputs], tta=tta, **extra)
 
     def output_stores(self, inputs: list[PredictInput]) -> dict:
         """Image name -> the folder for outputs that would not fit in memory (see widgets/big.py)."""

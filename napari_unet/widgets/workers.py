@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import PredictConfig
 from ..core.events import PredictResult
 from ..core.inference import predict_iter, predict_time_iter, split_outputs
 from ..core.objects import instances_from_output, measure
@@ -24,7 +25,7 @@ def shielded(fn, *args, **kwargs):
         raise WorkerError(f"{type(e).__name__}: {e}") from e
 
 
-def predict_many(model, jobs, objects: bool = False, scales: dict | None = None):
+def predict_many(model, jobs, objects: bool = False, scales: dict | None = None, tta: bool | None = None):
     """Worker body: jobs are (name, data, channel_axis[, time_axis[, store]]); yields progress, then a
     PredictResult per image. With a time axis the time points are predicted one after another (a 3D
     model on TZYX). With a ``store`` folder the outputs are written there tile by tile (zarr) and come
@@ -34,6 +35,7 @@ def predict_many(model, jobs, objects: bool = False, scales: dict | None = None)
     ``scales`` maps an image name to its pixel size per spatial axis (areas in those units, anisotropic
     splitting).
     """
+    config = PredictConfig(tta=tta)  # outputs on disk (big images) predict once: too big for automatic TTA
     for name, data, ax, *rest in jobs:
         t = rest[0] if rest else None
         store = rest[1] if len(rest) > 1 else None
@@ -42,10 +44,11 @@ def predict_many(model, jobs, objects: bool = False, scales: dict | None = None)
             yield PredictResult(name, probs, labels=labels, stored=str(store))
             continue
         if t is not None:
-            probs = yield from predict_time_iter(model, data, time_axis=t, channel_axis=ax, name=f"'{name}'")
+            probs = yield from predict_time_iter(model, data, time_axis=t, channel_axis=ax, name=f"'{name}'",
+                                                 config=config)
             yield PredictResult(name, probs)
             continue
-        outputs = yield from predict_iter(model, data, channel_axis=ax, extras=objects)
+        outputs = yield from predict_iter(model, data, channel_axis=ax, extras=objects, config=config)
         if not objects:
             yield PredictResult(name, outputs)
             continue

@@ -1,0 +1,81 @@
+"""Automatic test-time augmentation (PredictConfig.tta None): on for small images, off for large ones,
+decided once per image, never in the live preview or inside the uncertainty's own flipped views."""
+
+import numpy as np
+import pytest
+import torch
+
+import napari_unet.core.inference as inf
+from napari_unet.config import TTA_AUTO_PIXELS, ModelConfig, PredictConfig
+from napari_unet.core.checkpoint import Model
+from napari_unet.core.inference import predict, predict_time_iter, resolve_tta
+from napari_unet.core.util import drain
+
+pytestmark = pytest.mark.auto_tta
+
+
+def _model():
+    return Model.new(ModelConfig(ndim=2, depth=1, width=2), seed=0)
+
+
+def test_resolve_tta_follows_the_size_per_device_and_keeps_an_explicit_choice():
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert PredictConfig().tta is None
+    assert resolve_tta(PredictConfig(), TTA_AUTO_PIXELS["cpu"], cpu).tta is True
+    assert resolve_tta(PredictConfig(), TTA_AUTO_PIXELS["cpu"] + 1, cpu).tta is False
+    assert resolve_tta(PredictConfig(), TTA_AUTO_PIXELS["cpu"] + 1, cuda).tta is True
+    assert resolve_tta(PredictConfig(), TTA_AUTO_PIXELS["cuda"] + 1, cuda).tta is False
+    assert resolve_tta(PredictConfig(tta=False), 10, cpu).tta is False
+    assert resolve_tta(PredictConfig(tta=True), 1 << 40, cpu).tta is True
+
+
+def test_auto_is_tta_on_a_small_image_and_plain_on_a_large_one(monkeypatch):
+    model, img = _model(), np.random.default_rng(0).normal(size=(32, 32)).astype(np.float32)
+    auto = predict(model, img, config=PredictConfig(device="cpu"))
+    np.testing.assert_allclose(auto, predict(model, img, config=PredictConfig(device="cpu", tta=True)), atol=1e-6)
+    monkeypatch.setitem(TTA_AUTO_PIXELS, "cpu", 32 * 32 - 1)  # now the image is "large"
+    auto = predict(model, img, config=PredictConfig(device="cpu"))
+    np.testing.assert_allclose(auto, predict(model, img, config=PredictConfig(device="cpu", tta=False)), atol=1e-6)
+
+
+def test_a_time_series_decides_once_for_the_whole_series(monkeypatch):
+    seen = []
+    real = inf.predict_iter
+
+    def spy(*a, **kw):
+        seen.append(kw["config"].tta)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(inf, "predict_iter", spy)
+    monkeypatch.setitem(TTA_AUTO_PIXELS, "cpu", 3 * 16 * 16 - 1)  # each frame is small, the series is not
+    img = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
+    drain(predict_time_iter(_model(), img, time_axis=0, config=PredictConfig(device="cpu")))
+    assert seen == [False, False, False]
+
+
+@pytest.mark.parametrize("where", ["preview", "uncertainty"])
+def test_previews_and_uncertainty_views_never_add_tta(where, monkeypatch, easy2d):
+    seen = []
+    real = inf.predict_iter
+
+    def spy(*a, **kw):
+        seen.append(kw["config"].tta)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(inf, "predict_iter", spy)
+    if where == "preview":
+        from napari_unet.config import TrainConfig
+        from napari_unet.core import training
+
+        monkeypatch.setattr(training, "predict_iter", spy)
+        syn, lab = easy2d
+        img = syn.image
+        drain(training.train(img, lab, model_config=ModelConfig(ndim=2, depth=1, width=4),
+                             train_config=TrainConfig(steps=3, time_budget=None, device="cpu", val_fraction=0,
+                                                      patch_size=(32, 32), batch_size=2),
+                             preview=lambda: ("k", img, None, None), preview_every=0))
+    else:
+        from napari_unet.core.uncertainty import tta_predict
+
+        tta_predict(_model(), np.zeros((32, 32), np.float32), config=PredictConfig(device="cpu"))
+    assert seen and all(v is False for v in seen)
