@@ -79,3 +79,19 @@ def test_previews_and_uncertainty_views_never_add_tta(where, monkeypatch, easy2d
 
         tta_predict(_model(), np.zeros((32, 32), np.float32), config=PredictConfig(device="cpu"))
     assert seen and all(v is False for v in seen)
+
+
+def test_tta_halves_the_automatic_tile_so_batches_stay_short(monkeypatch):
+    tiles = []
+    real = inf.tiled_apply
+
+    def spy(read, shape, fn, n_out, tile, *a, **kw):
+        tiles.append(tuple(tile))
+        return real(read, shape, fn, n_out, tile, *a, **kw)
+
+    monkeypatch.setattr(inf, "tiled_apply", spy)
+    model, img = _model(), np.zeros((40, 40), np.float32)
+    for tta in (False, True):
+        predict(model, img, config=PredictConfig(device="cpu", tta=tta))
+    predict(model, img, config=PredictConfig(device="cpu", tta=True, tile_size=(64, 64)))  # as asked
+    assert tiles == [(inf.DEFAULT_TILE[2],) * 2, (inf.DEFAULT_TILE[2] // 2,) * 2, (64, 64)]

@@ -75,6 +75,10 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
     net = model.net.to(device, memory_format=fmt).eval()
     plane_shape = sp[-mc.ndim:]
     tile = _tile_for(model, plane_shape, config.tile_size)
+    if config.tta and config.tile_size is None:
+        # 8 views per tile: half the automatic tile per axis keeps a batch, and so the time between two
+        # yields (a Stop waits for one), near a plain batch's
+        tile = _tile_for(model, plane_shape, tuple(max(1, t // 2) for t in tile))
     lead = sp[:-mc.ndim]
 
     n_out = mc.n_classes + (mc.n_extra if extras else 0)
