@@ -7,6 +7,8 @@ become this convention with :func:`instances_to_classes`: 0 -> 1 (background), a
 
 from __future__ import annotations
 
+import hashlib
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -256,10 +258,20 @@ def split_validation(samples: list[Sample], fraction: float, block: tuple[int, .
     Returns the training samples (held-out annotations set to 0, new arrays) and a list of
     (sample index, block slices) regions for validation. No split when there is too little
     annotation to spare (fewer than 4 annotated blocks) or training would lose a class.
+
+    Blocks are taken in the order of a hash of their place on a fixed grid, salted from ``rng`` (the
+    training seed), until ``fraction`` of the annotated pixels is held out. So a retrain on grown
+    annotations (a warm start, a correction round) holds out the same places again, plus the next
+    in that order when the annotations grew: what was held out stays unseen, and a round is no
+    longer scored on the strokes the previous round trained on. (A split redrawn each round was:
+    its score started saturated and it kept steps from a round's first seconds; loop_sim.py. A
+    block held out only when its own hash fell below ``fraction`` kept the places exactly but left
+    some runs with no held-out block at all.)
     """
     if fraction <= 0:
         return samples, []
-    blocks = []  # (sample, slices, count)
+    salt = int(rng.integers(2**62))
+    blocks = []  # (hash in [0, 1), sample, slices)
     for si, s in enumerate(samples):
         shape = s.labels.shape
         b = [min(bs, n) for bs, n in zip(block, shape)]
@@ -267,17 +279,18 @@ def split_validation(samples: list[Sample], fraction: float, block: tuple[int, .
             sl = tuple(slice(o * bb, min((o + 1) * bb, n)) for o, bb, n in zip(origin, b, shape))
             cnt = int(np.count_nonzero(s.labels[sl]))
             if cnt:
-                blocks.append((si, sl, cnt))
+                key = f"{salt}:{si}:{origin}:{tuple(b)}".encode()
+                u = int.from_bytes(hashlib.blake2b(key, digest_size=8).digest(), "little")
+                blocks.append((u, si, sl, cnt))
     if len(blocks) < 4:
         return samples, []
-    total = sum(c for _, _, c in blocks)
-    order = rng.permutation(len(blocks))
+    total = sum(b[3] for b in blocks)
     chosen, held = [], 0
-    for k in order:
+    for _, si, sl, cnt in sorted(blocks, key=lambda b: b[0]):
         if held >= fraction * total or len(chosen) >= min(len(blocks) // 2, max_blocks):
             break
-        chosen.append(blocks[k])
-        held += blocks[k][2]
+        chosen.append((si, sl, cnt))
+        held += cnt
     train_labels = [s.labels.copy() for s in samples]
     for si, sl, _ in chosen:
         train_labels[si][sl] = 0
