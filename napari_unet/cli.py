@@ -364,8 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_options(pr)
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="test-time augmentation: average over flips and 90-degree rotations (default: on for "
-                    f"images up to {TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU, {TTA_AUTO_PIXELS['cuda'] / 2**20:g} "
-                    "Mpx on a GPU)")
+                    f"2D images up to {TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU, images up to "
+                    f"{TTA_AUTO_PIXELS['cuda'] / 2**20:g} Mpx on a GPU)")
     pr.add_argument("--time-axis", type=int, default=None,
                     help="axis of the image holding time points, predicted one after another (e.g. 0 for TZYX "
                          "with a 3D model)")

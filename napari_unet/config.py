@@ -230,9 +230,10 @@ class TrainConfig(_DictMixin):
 
 
 # Automatic test-time augmentation (PredictConfig.tta None) for images up to this many pixels (voxels),
-# per device type: 8 views cost ~7x the plain prediction, a few seconds at these sizes (docs/benchmarks.md,
-# "Test-time augmentation"). Larger images, and every live preview, predict once.
-TTA_AUTO_PIXELS = {"cpu": 1 << 20, "cuda": 1 << 24}
+# per device type and model dimensionality: 8 views cost ~7x the plain prediction, a few seconds at these
+# sizes (docs/benchmarks.md, "Test-time augmentation"). Not for 3D on a CPU: 10 s for a 0.8 Mvoxel stack and
+# 2.4 s between two yields. Larger images, and every live preview, predict once.
+TTA_AUTO_PIXELS = {"cpu": 1 << 20, "cpu-3d": 0, "cuda": 1 << 24}
 
 
 @dataclass(frozen=True)

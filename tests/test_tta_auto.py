@@ -25,6 +25,8 @@ def test_resolve_tta_follows_the_size_per_device_and_keeps_an_explicit_choice():
     assert resolve_tta(PredictConfig(), TTA_AUTO_PIXELS["cpu"] + 1, cpu).tta is False
     assert resolve_tta(PredictConfig(), TTA_AUTO_PIXELS["cpu"] + 1, cuda).tta is True
     assert resolve_tta(PredictConfig(), TTA_AUTO_PIXELS["cuda"] + 1, cuda).tta is False
+    assert resolve_tta(PredictConfig(), 10, cpu, ndim=3).tta is False  # 3D on a CPU: too slow by default
+    assert resolve_tta(PredictConfig(), 10, cuda, ndim=3).tta is True
     assert resolve_tta(PredictConfig(tta=False), 10, cpu).tta is False
     assert resolve_tta(PredictConfig(tta=True), 1 << 40, cpu).tta is True
 
@@ -81,7 +83,7 @@ def test_previews_and_uncertainty_views_never_add_tta(where, monkeypatch, easy2d
     assert seen and all(v is False for v in seen)
 
 
-def test_tta_halves_the_automatic_tile_so_batches_stay_short(monkeypatch):
+def test_tta_halves_the_automatic_3d_tile_on_a_cpu_so_batches_stay_short(monkeypatch):
     tiles = []
     real = inf.tiled_apply
 
@@ -91,7 +93,12 @@ def test_tta_halves_the_automatic_tile_so_batches_stay_short(monkeypatch):
 
     monkeypatch.setattr(inf, "tiled_apply", spy)
     model, img = _model(), np.zeros((40, 40), np.float32)
-    for tta in (False, True):
+    for tta in (False, True):  # 2D: the same tile
         predict(model, img, config=PredictConfig(device="cpu", tta=tta))
-    predict(model, img, config=PredictConfig(device="cpu", tta=True, tile_size=(64, 64)))  # as asked
-    assert tiles == [(inf.DEFAULT_TILE[2],) * 2, (inf.DEFAULT_TILE[2] // 2,) * 2, (64, 64)]
+    m3 = Model.new(ModelConfig(ndim=3, depth=1, width=2), seed=0)
+    vol = np.zeros((16, 24, 24), np.float32)
+    for tta in (False, True):
+        predict(m3, vol, config=PredictConfig(device="cpu", tta=tta))
+    predict(m3, vol, config=PredictConfig(device="cpu", tta=True, tile_size=(64, 64, 64)))  # as asked
+    d2, d3 = inf.DEFAULT_TILE[2], inf.DEFAULT_TILE[3]
+    assert tiles == [(d2, d2), (d2, d2), (d3,) * 3, (d3 // 2,) * 3, (64, 64, 64)]

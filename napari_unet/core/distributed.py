@@ -161,7 +161,7 @@ def predict_distributed(model: Model, image, outputs, scheduler, *, channel_axis
     percentiles = compute_percentiles(view, mc.norm_low, mc.norm_high)  # whole-image, once, as locally
     # automatic TTA decided for the whole image, as locally, not per block
     config = resolve_tta(config, int(np.prod(view.spatial_shape)),
-                         get_device(config.device) if config.device != "auto" else model.device)
+                         get_device(config.device) if config.device != "auto" else model.device, mc.ndim)
     client, own = get_client(scheduler)
     try:
         if not isinstance(source, tuple):

@@ -70,14 +70,14 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
         for msg in far_from_training(model, image, channel_axis, percentiles):
             yield Notice(msg)
     device = get_device(config.device) if config.device != "auto" else model.device
-    config = resolve_tta(config, int(np.prod(sp)), device)
+    config = resolve_tta(config, int(np.prod(sp)), device, mc.ndim)
     fmt = memory_format_for(mc.ndim, device)
     net = model.net.to(device, memory_format=fmt).eval()
     plane_shape = sp[-mc.ndim:]
     tile = _tile_for(model, plane_shape, config.tile_size)
-    if config.tta and config.tile_size is None:
-        # 8 views per tile: half the automatic tile per axis keeps a batch, and so the time between two
-        # yields (a Stop waits for one), near a plain batch's
+    if config.tta and config.tile_size is None and mc.ndim == 3 and device.type == "cpu":
+        # 8 views of a 3D tile on a CPU took 2.4 s between two yields (a Stop waits for one): half the tile
+        # per axis, 1.3 s, for twice the time (the 2D tile's 8 views take about 1 s: kept)
         tile = _tile_for(model, plane_shape, tuple(max(1, t // 2) for t in tile))
     lead = sp[:-mc.ndim]
 
@@ -131,7 +131,7 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
     return out
 
 
-def resolve_tta(config: PredictConfig, n_pixels: int, device) -> PredictConfig:
+def resolve_tta(config: PredictConfig, n_pixels: int, device, ndim: int = 2) -> PredictConfig:
     """``config`` with ``tta`` decided: kept when set, else on for at most ``TTA_AUTO_PIXELS`` pixels.
 
     Callers that split an image (time points, cluster blocks) resolve it once for the whole image.
@@ -139,7 +139,9 @@ def resolve_tta(config: PredictConfig, n_pixels: int, device) -> PredictConfig:
     if config.tta is not None:
         return config
     kind = getattr(device, "type", str(device))
-    return config.replace(tta=n_pixels <= TTA_AUTO_PIXELS.get(kind, TTA_AUTO_PIXELS["cpu"]))
+    limits = TTA_AUTO_PIXELS
+    limit = limits.get(f"{kind}-{ndim}d", limits.get(kind, limits["cpu"]))
+    return config.replace(tta=n_pixels <= limit)
 
 
 def tta_transforms(ndim: int, spatial: tuple[int, ...]):
@@ -203,7 +205,7 @@ def predict_time_iter(model: Model, image, *, time_axis: int, channel_axis: int 
         kwargs["percentiles"] = compute_percentiles(whole, mc.norm_low, mc.norm_high)
     cfg = kwargs.get("config") or PredictConfig()  # automatic TTA decided on the whole series
     kwargs["config"] = resolve_tta(cfg, int(np.prod(whole.spatial_shape)),
-                                   get_device(cfg.device) if cfg.device != "auto" else model.device)
+                                   get_device(cfg.device) if cfg.device != "auto" else model.device, model.config.ndim)
     n = shape[t_ax]
     out = None
     for t in range(n):

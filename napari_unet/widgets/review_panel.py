@@ -41,7 +41,7 @@ class ReviewPanel(QWidget):
         self.tta = ComboBox(choices=list(TTA_CHOICES), value="TTA auto")
         self.tta.tooltip = ("Test-time augmentation: average the prediction over 8 flipped and rotated views, "
                             "about 7x the time for a cleaner outline. auto: on for images up to "
-                            f"{TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU and {TTA_AUTO_PIXELS['cuda'] / 2**20:g} "
+                            f"{TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU (2D only) and {TTA_AUTO_PIXELS['cuda'] / 2**20:g} "
                             "Mpx on a GPU.")
         row = Container(widgets=[self.predict_btn, self.predict_all_btn, self.tta], layout="horizontal",
                         labels=False)
