@@ -29,8 +29,9 @@ import time
 import numpy as np
 from scipy import ndimage as ndi
 
+from common import RF_SAMPLES, RF_TREES, parse_overrides
+
 BRUSH = 3  # stroke width in pixels
-RF_SAMPLES, RF_TREES = 50_000, 100
 
 
 # --------------------------------------------------------------------------- the scripted annotator
@@ -166,11 +167,9 @@ def unet_round(image, ann, model, args):
     from napari_unet.core.inference import predict, to_labels
     from napari_unet.core.training import train_blocking
 
-    from common import parse_overrides
-
     tc = TrainConfig(time_budget=None if args.steps else args.seconds, steps=args.steps, seed=args.seed,
                      device=args.device, **({"patch_size": (args.patch,) * 2, "batch_size": 2} if args.patch else {}),
-                     **parse_overrides(args.train))
+                     **args.overrides)
     mc = None
     if model is None and (args.depth or args.width):
         mc = ModelConfig(depth=args.depth or 3, width=args.width or 16)
@@ -213,6 +212,7 @@ def main(argv=None) -> dict:
         ap.error("give both --image and --truth, or neither (built-in synthetic image)")
     if not 0 < args.holdout < 1 or args.rounds < 1 or args.strokes < 1:
         ap.error("--holdout must be in (0, 1), --rounds and --strokes at least 1")
+    args.overrides = parse_overrides(args.train)  # TrainConfig fields, checked by the first round
     image, truth, name = load(args)
     if image.ndim != 2 or truth.shape != image.shape:
         ap.error(f"need a 2D single-channel image and a truth of the same shape; got {image.shape} and {truth.shape}")

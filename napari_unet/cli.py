@@ -296,7 +296,7 @@ def cmd_demo(args) -> int:
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
-    from .config import DEMO_TIME_BUDGET, TTA_AUTO_PIXELS, PredictConfig, TrainConfig
+    from .config import DEMO_TIME_BUDGET, PredictConfig, TrainConfig, tta_auto_rule
     from .core.device import DEVICE_CHOICES
 
     p = argparse.ArgumentParser(prog="napari-unet", description="Train and apply U-Nets on microscopy images. "
@@ -364,8 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_predict_options(pr)
     pr.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                     help="test-time augmentation: average over flips and 90-degree rotations (default: on for "
-                    f"2D images up to {TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU, images up to "
-                    f"{TTA_AUTO_PIXELS['cuda'] / 2**20:g} Mpx on a GPU)")
+                    f"{tta_auto_rule()})")
     pr.add_argument("--time-axis", type=int, default=None,
                     help="axis of the image holding time points, predicted one after another (e.g. 0 for TZYX "
                          "with a 3D model)")

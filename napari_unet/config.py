@@ -236,6 +236,12 @@ class TrainConfig(_DictMixin):
 TTA_AUTO_PIXELS = {"cpu": 1 << 20, "cpu-3d": 0, "cuda": 1 << 24}
 
 
+def tta_auto_rule() -> str:
+    """The automatic TTA rule in words, for help texts and tooltips."""
+    return (f"2D images up to {TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU, images up to "
+            f"{TTA_AUTO_PIXELS['cuda'] / 2**20:g} Mpx on a GPU")
+
+
 @dataclass(frozen=True)
 class PredictConfig(_DictMixin):
     """How to predict: tile size (None = automatic), overlap between tiles, device."""
@@ -284,5 +290,5 @@ def default_presets(ndim: int, device_type: str) -> tuple[dict, dict]:
     return model, train
 
 
-__all__ = ["ModelConfig", "TrainConfig", "PredictConfig", "default_presets", "TTA_AUTO_PIXELS", "NORMS", "SCHEDULES", "KEEPS",
-           "DEMO_TIME_BUDGET", "PREVIEW_EVERY"]
+__all__ = ["ModelConfig", "TrainConfig", "PredictConfig", "default_presets", "TTA_AUTO_PIXELS", "tta_auto_rule",
+           "NORMS", "SCHEDULES", "KEEPS", "DEMO_TIME_BUDGET", "PREVIEW_EVERY"]

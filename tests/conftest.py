@@ -50,6 +50,22 @@ def tiny_config():
     return TINY
 
 
+def record_tta(monkeypatch, *modules) -> list:
+    """Replace ``predict_iter`` in ``modules`` (and in core.inference) with a spy; returns the list that
+    collects the ``PredictConfig.tta`` of every call."""
+    import napari_unet.core.inference as inf
+
+    seen, real = [], inf.predict_iter
+
+    def spy(*a, **kw):
+        seen.append(kw["config"].tta)
+        return real(*a, **kw)
+
+    for mod in (inf, *modules):
+        monkeypatch.setattr(mod, "predict_iter", spy)
+    return seen
+
+
 def tiny_train(**kw):
     base = dict(steps=5, time_budget=None, patch_size=(32, 32), batch_size=2, device="cpu", validate_every=5)
     base.update(kw)

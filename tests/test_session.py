@@ -5,7 +5,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_train
+from conftest import record_tta, tiny_train
 
 from napari_unet.core import events as E
 from napari_unet.core.synthetic import make_nuclei, scribbles
@@ -133,14 +133,7 @@ def test_prediction_passes_the_tta_choice_to_the_core(data, monkeypatch, choice)
     from napari_unet.config import ModelConfig
     from napari_unet.core.checkpoint import Model
 
-    seen = []
-    real = W.predict_iter
-
-    def spy(*a, **kw):
-        seen.append(kw["config"].tta)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(W, "predict_iter", spy)
+    seen = record_tta(monkeypatch, W)
     image, _ = data
     s = Session()
     s.model = Model.new(ModelConfig(ndim=2, depth=1, width=2), seed=0)

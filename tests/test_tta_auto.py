@@ -4,6 +4,7 @@ decided once per image, never in the live preview or inside the uncertainty's ow
 import numpy as np
 import pytest
 import torch
+from conftest import record_tta
 
 import napari_unet.core.inference as inf
 from napari_unet.config import TTA_AUTO_PIXELS, ModelConfig, PredictConfig
@@ -41,14 +42,7 @@ def test_auto_is_tta_on_a_small_image_and_plain_on_a_large_one(monkeypatch):
 
 
 def test_a_time_series_decides_once_for_the_whole_series(monkeypatch):
-    seen = []
-    real = inf.predict_iter
-
-    def spy(*a, **kw):
-        seen.append(kw["config"].tta)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(inf, "predict_iter", spy)
+    seen = record_tta(monkeypatch)
     monkeypatch.setitem(TTA_AUTO_PIXELS, "cpu", 3 * 16 * 16 - 1)  # each frame is small, the series is not
     img = np.random.default_rng(0).normal(size=(3, 16, 16)).astype(np.float32)
     drain(predict_time_iter(_model(), img, time_axis=0, config=PredictConfig(device="cpu")))
@@ -57,19 +51,12 @@ def test_a_time_series_decides_once_for_the_whole_series(monkeypatch):
 
 @pytest.mark.parametrize("where", ["preview", "uncertainty"])
 def test_previews_and_uncertainty_views_never_add_tta(where, monkeypatch, easy2d):
-    seen = []
-    real = inf.predict_iter
+    from napari_unet.core import training
 
-    def spy(*a, **kw):
-        seen.append(kw["config"].tta)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(inf, "predict_iter", spy)
+    seen = record_tta(monkeypatch, training)
     if where == "preview":
         from napari_unet.config import TrainConfig
-        from napari_unet.core import training
 
-        monkeypatch.setattr(training, "predict_iter", spy)
         syn, lab = easy2d
         img = syn.image
         drain(training.train(img, lab, model_config=ModelConfig(ndim=2, depth=1, width=4),

@@ -8,7 +8,6 @@ become this convention with :func:`instances_to_classes`: 0 -> 1 (background), a
 from __future__ import annotations
 
 import hashlib
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -271,7 +270,7 @@ def split_validation(samples: list[Sample], fraction: float, block: tuple[int, .
     if fraction <= 0:
         return samples, []
     salt = int(rng.integers(2**62))
-    blocks = []  # (hash in [0, 1), sample, slices)
+    blocks = []  # (hash, sample index, slices, annotated pixels)
     for si, s in enumerate(samples):
         shape = s.labels.shape
         b = [min(bs, n) for bs, n in zip(block, shape)]

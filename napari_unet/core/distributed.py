@@ -29,8 +29,7 @@ from ..config import ModelConfig, PredictConfig
 from ..errors import UserError
 from .checkpoint import Model
 from .data import ImageView, compute_percentiles
-from .device import get_device
-from .inference import PredictProgress, _tile_for, resolve_tta
+from .inference import PredictProgress, _tile_for, prediction_device, resolve_tta
 from .tiling import tile_origins
 
 DEFAULT_BLOCK = {2: 4096, 3: 384}
@@ -160,8 +159,7 @@ def predict_distributed(model: Model, image, outputs, scheduler, *, channel_axis
     mc = model.config
     percentiles = compute_percentiles(view, mc.norm_low, mc.norm_high)  # whole-image, once, as locally
     # automatic TTA decided for the whole image, as locally, not per block
-    config = resolve_tta(config, int(np.prod(view.spatial_shape)),
-                         get_device(config.device) if config.device != "auto" else model.device, mc.ndim)
+    config = resolve_tta(config, int(np.prod(view.spatial_shape)), prediction_device(model, config), mc.ndim)
     client, own = get_client(scheduler)
     try:
         if not isinstance(source, tuple):

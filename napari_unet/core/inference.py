@@ -69,7 +69,7 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
 
         for msg in far_from_training(model, image, channel_axis, percentiles):
             yield Notice(msg)
-    device = get_device(config.device) if config.device != "auto" else model.device
+    device = prediction_device(model, config)
     config = resolve_tta(config, int(np.prod(sp)), device, mc.ndim)
     fmt = memory_format_for(mc.ndim, device)
     net = model.net.to(device, memory_format=fmt).eval()
@@ -131,6 +131,11 @@ def predict_iter(model: Model, image, *, channel_axis: int | None = None, config
     return out
 
 
+def prediction_device(model: Model, config: PredictConfig) -> torch.device:
+    """The device ``config`` asks for, or the model's own for ``"auto"``."""
+    return get_device(config.device) if config.device != "auto" else model.device
+
+
 def resolve_tta(config: PredictConfig, n_pixels: int, device, ndim: int = 2) -> PredictConfig:
     """``config`` with ``tta`` decided: kept when set, else on for at most ``TTA_AUTO_PIXELS`` pixels.
 
@@ -139,8 +144,7 @@ def resolve_tta(config: PredictConfig, n_pixels: int, device, ndim: int = 2) -> 
     if config.tta is not None:
         return config
     kind = getattr(device, "type", str(device))
-    limits = TTA_AUTO_PIXELS
-    limit = limits.get(f"{kind}-{ndim}d", limits.get(kind, limits["cpu"]))
+    limit = TTA_AUTO_PIXELS.get(f"{kind}-{ndim}d", TTA_AUTO_PIXELS.get(kind, TTA_AUTO_PIXELS["cpu"]))
     return config.replace(tta=n_pixels <= limit)
 
 
@@ -204,8 +208,8 @@ def predict_time_iter(model: Model, image, *, time_axis: int, channel_axis: int 
         mc = model.config
         kwargs["percentiles"] = compute_percentiles(whole, mc.norm_low, mc.norm_high)
     cfg = kwargs.get("config") or PredictConfig()  # automatic TTA decided on the whole series
-    kwargs["config"] = resolve_tta(cfg, int(np.prod(whole.spatial_shape)),
-                                   get_device(cfg.device) if cfg.device != "auto" else model.device, model.config.ndim)
+    kwargs["config"] = resolve_tta(cfg, int(np.prod(whole.spatial_shape)), prediction_device(model, cfg),
+                                   model.config.ndim)
     n = shape[t_ax]
     out = None
     for t in range(n):

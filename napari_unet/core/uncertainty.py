@@ -72,10 +72,9 @@ def tta_iter(model, image, *, channel_axis: int | None = None, config=None, perc
     A generator like :func:`~napari_unet.core.inference.predict_iter` (it yields progress of each
     view), so a GUI worker can stop it. Flips keep any tile shape, unlike 90-degree rotations.
     """
+    from ..config import PredictConfig
     from .data import ImageView, compute_percentiles
     from .inference import predict_iter
-
-    from ..config import PredictConfig
 
     config = (config or PredictConfig()).replace(tta=False)  # these 4 views are the augmentation
     if percentiles is None:  # the same normalisation for every view

@@ -9,7 +9,7 @@ from napari.utils.notifications import show_info
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 
-from ..config import TTA_AUTO_PIXELS
+from ..config import tta_auto_rule
 from ..errors import UserError
 from . import layers as L
 from .objects_layer import accept_objects, object_count, objects_name, write_objects
@@ -40,9 +40,7 @@ class ReviewPanel(QWidget):
         # test-time augmentation of Predict (never of the live preview); the core decides "auto" per image
         self.tta = ComboBox(choices=list(TTA_CHOICES), value="TTA auto")
         self.tta.tooltip = ("Test-time augmentation: average the prediction over 8 flipped and rotated views, "
-                            "about 7x the time for a cleaner outline. auto: on for images up to "
-                            f"{TTA_AUTO_PIXELS['cpu'] / 2**20:g} Mpx on a CPU (2D only) and {TTA_AUTO_PIXELS['cuda'] / 2**20:g} "
-                            "Mpx on a GPU.")
+                            f"about 7x the time for a cleaner outline. auto: on for {tta_auto_rule()}.")
         row = Container(widgets=[self.predict_btn, self.predict_all_btn, self.tta], layout="horizontal",
                         labels=False)
         row.margins = (0, 0, 0, 0)
